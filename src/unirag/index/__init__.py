@@ -1,0 +1,7 @@
+"""Vector index on FAISS: a factory string names the kind; ``add``, ``search``, ``save``, ``load``."""
+
+from unirag.index.errors import IndexFormatError, IndexMismatchError
+from unirag.index.manifest import Manifest
+from unirag.index.vector import Index
+
+__all__ = ["Index", "IndexFormatError", "IndexMismatchError", "Manifest"]

@@ -1,0 +1,188 @@
+"""``Index``: a FAISS index behind four verbs, saved as a checked, versioned folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unirag.config.fs import atomic_dir, sha256_file
+from unirag.index.errors import IndexFormatError, IndexMismatchError
+from unirag.index.manifest import FORMAT, Manifest
+
+INDEX_FILE = "index.faiss"
+MANIFEST_FILE = "manifest.json"
+DOCS_DIR = "docs"
+
+# FAISS switches from its own SIMD kernel to BLAS for flat search only at 128,000 query x vector
+# products... per query block of 20+ queries BLAS is 7-10x faster (see bench/bench_index.py).
+BLAS_THRESHOLD = 20
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("the dense index needs faiss: pip install 'unirag[index]'") from exc
+    faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
+    return faiss
+
+
+class Index:
+    """A vector index of fixed dimension; the kind is a FAISS factory string, e.g. ``"Flat"``,
+    ``"HNSW32"``, ``"IVF4096,Flat"``, ``"IVF4096,PQ64"``, ``"SQ8"``; metric ``"ip"`` or ``"l2"``."""
+
+    def __init__(self, dim: int, factory: str = "Flat", metric: str = "ip", *, faiss_index: Any = None,
+                 manifest: Manifest | None = None):
+        faiss = _faiss()
+        if metric not in ("ip", "l2"):
+            raise IndexFormatError(f"unknown metric {metric!r} (use 'ip' or 'l2')")
+        if faiss_index is None:
+            fmetric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+            try:
+                faiss_index = faiss.index_factory(int(dim), factory, fmetric)
+            except RuntimeError as exc:
+                first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+                raise IndexFormatError(
+                    f"unknown or invalid FAISS factory string {factory!r} for dimension {dim} "
+                    f"(examples: 'Flat', 'HNSW32', 'IVF4096,Flat', 'IVF1024,PQ64', 'SQ8')"
+                ) from None
+        self.faiss_index = faiss_index
+        self.manifest = manifest or Manifest(dim=int(dim), factory=factory, metric=metric)
+
+    # --- the four verbs ----------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return int(self.faiss_index.d)
+
+    def __len__(self) -> int:
+        return int(self.faiss_index.ntotal)
+
+    def _check(self, x: np.ndarray, what: str) -> np.ndarray:
+        x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise IndexMismatchError(
+                f"{what} have dimension {x.shape[-1]} but the index holds {self.dim}-dimensional vectors"
+                + (f" from encoder '{self.manifest.encoder}'" if self.manifest.encoder else "")
+            )
+        return x
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Append vectors (rows get consecutive ids); an untrained index (IVF, PQ) trains on them first."""
+        x = self._check(vectors, "vectors")
+        if not self.faiss_index.is_trained:
+            try:
+                self.faiss_index.train(x)
+            except RuntimeError as exc:
+                raise IndexFormatError(
+                    f"cannot train {self.manifest.factory!r} on {len(x)} vectors: {str(exc).strip().splitlines()[-1]}"
+                ) from None
+        self.faiss_index.add(x)
+        self.manifest.count = len(self)
+
+    def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, rows)``, both ``[n_queries, k]``, best first; missing hits have row -1."""
+        q = self._check(queries, "queries")
+        k = int(min(k, max(len(self), 1)))
+        scores, rows = self.faiss_index.search(q, k)
+        return scores, rows
+
+    def reconstruct(self, rows: np.ndarray) -> np.ndarray:
+        """The stored vectors at ``rows`` (any shape; -1 gives zeros), shape ``rows.shape + (dim,)``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        flat = rows.reshape(-1)
+        out = np.zeros((flat.size, self.dim), dtype=np.float32)
+        valid = flat >= 0
+        if valid.any():
+            self._direct_map()
+            out[valid] = self.faiss_index.reconstruct_batch(flat[valid])
+        return out.reshape(*rows.shape, self.dim)
+
+    def set_params(self, **params: float) -> None:
+        """Search-time parameters by FAISS name, e.g. ``efSearch=128`` (HNSW) or ``nprobe=16`` (IVF)."""
+        faiss = _faiss()
+        space = faiss.ParameterSpace()
+        for name, value in params.items():
+            space.set_index_parameter(self.faiss_index, name, value)
+
+    def _direct_map(self) -> None:
+        faiss = _faiss()
+        try:
+            ivf = faiss.extract_index_ivf(self.faiss_index)
+        except RuntimeError:
+            return
+        if ivf.direct_map.type == faiss.DirectMap.NoMap:
+            ivf.make_direct_map()
+
+    # --- persistence -------------------------------------------------------------------------
+    def write_into(self, folder: Path) -> None:
+        """Write ``index.faiss`` and ``manifest.json`` (with checksums of every file already in
+        ``folder``) into an existing folder. Use :meth:`save` for an atomic save."""
+        faiss = _faiss()
+        faiss.write_index(self.faiss_index, str(folder / INDEX_FILE))
+        files = {}
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_FILE):
+            files[path.relative_to(folder).as_posix()] = sha256_file(path)
+        self.manifest.files = files
+        self.manifest.count = len(self)
+        self.manifest.dim = self.dim
+        self.manifest.save(folder / MANIFEST_FILE)
+
+    def save(self, path: str | os.PathLike, docs: str | os.PathLike | None = None) -> Path:
+        """Save atomically into folder ``path`` (replacing it only once complete); ``docs`` is an
+        optional doc-store folder copied in as ``docs/``."""
+        import shutil
+
+        with atomic_dir(path) as tmp:
+            if docs is not None:
+                shutil.copytree(docs, tmp / DOCS_DIR)
+            self.write_into(tmp)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, verify: bool = True, mmap: bool = False) -> Index:
+        """Load a folder written by :meth:`save`; ``verify`` checks every file's SHA-256."""
+        path = Path(path)
+        manifest = read_manifest(path)
+        if verify:
+            verify_files(path, manifest)
+        faiss = _faiss()
+        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+        try:
+            index = faiss.read_index(str(path / INDEX_FILE), flags)
+        except RuntimeError as exc:
+            raise IndexFormatError(f"{path / INDEX_FILE}: unreadable FAISS file ({str(exc).strip().splitlines()[-1]})") from None
+        if index.d != manifest.dim or index.ntotal != manifest.count:
+            raise IndexFormatError(f"{path}: index file does not match its manifest (dim/count)")
+        return cls(manifest.dim, manifest.factory, manifest.metric, faiss_index=index, manifest=manifest)
+
+
+def read_manifest(path: Path) -> Manifest:
+    """The manifest of index folder ``path``, with clear errors for a missing or foreign folder."""
+    mfile = path / MANIFEST_FILE
+    if not path.is_dir():
+        raise IndexFormatError(f"{path}: no such index folder (build one with `unirag index build`)")
+    if not mfile.is_file():
+        raise IndexFormatError(f"{path}: not a unirag index (no {MANIFEST_FILE})")
+    try:
+        manifest = Manifest.load(mfile)
+    except ValueError as exc:
+        raise IndexFormatError(f"{mfile}: corrupted manifest ({exc})") from None
+    if manifest.format != FORMAT:
+        raise IndexFormatError(f"{mfile}: unsupported format {manifest.format!r} (expected {FORMAT!r})")
+    return manifest
+
+
+def verify_files(path: Path, manifest: Manifest) -> None:
+    """Raise :class:`IndexFormatError` naming the first missing, truncated or altered file."""
+    for rel, digest in manifest.files.items():
+        f = path / rel
+        if not f.is_file():
+            raise IndexFormatError(f"{f}: missing (listed in the manifest)")
+        if sha256_file(f) != digest:
+            raise IndexFormatError(f"{f}: checksum mismatch: the file is truncated or corrupted; rebuild the index")

@@ -1,0 +1,21 @@
+"""Retrievers: one protocol (``search(queries, k)``), dense (FAISS), BM25 (bm25s), hybrid (RRF)."""
+
+from unirag.retrieval.base import Retriever, SearchResult
+from unirag.retrieval.build import build_index, default_index_dir, ensure_default_index
+from unirag.retrieval.bm25 import BM25Retriever
+from unirag.retrieval.dense import DenseRetriever
+from unirag.retrieval.hybrid import HybridRetriever, reciprocal_rank_fusion
+from unirag.retrieval.loader import load_retriever
+
+__all__ = [
+    "BM25Retriever",
+    "DenseRetriever",
+    "HybridRetriever",
+    "Retriever",
+    "SearchResult",
+    "build_index",
+    "default_index_dir",
+    "ensure_default_index",
+    "load_retriever",
+    "reciprocal_rank_fusion",
+]

@@ -1,0 +1,138 @@
+"""Build an index folder from passages: doc store, dense FAISS index, BM25, one atomic write."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from unirag.config.fs import atomic_dir
+from unirag.config.paths import cache_dir
+from unirag.corpus.passage import Passage
+from unirag.corpus.store import DocStore
+from unirag.index.manifest import Manifest
+from unirag.index.vector import DOCS_DIR, MANIFEST_FILE, Index
+from unirag.models.registry import DEFAULT_ENCODER
+from unirag.retrieval.bm25 import BM25_DIR, build_bm25
+
+CHUNK = 50_000  # passages embedded and added per step, so 21M never sit in memory at once
+
+
+def _faiss_threads(factory: str, deterministic: bool):
+    """HNSW graphs built by several threads differ run to run: build them on one thread."""
+    import contextlib
+
+    import faiss
+
+    @contextlib.contextmanager
+    def ctx():
+        if deterministic and "HNSW" in factory.upper():
+            before = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(1)
+            try:
+                yield
+            finally:
+                faiss.omp_set_num_threads(before)
+        else:
+            yield
+
+    return ctx()
+
+
+def build_index(
+    passages: Iterable[Passage],
+    out: str | os.PathLike,
+    encoder=DEFAULT_ENCODER,
+    factory: str = "Flat",
+    dense: bool = True,
+    bm25: bool = True,
+    batch_size: int = 64,
+    sort_by_length: bool = True,
+    progress: bool = True,
+    deterministic: bool = True,
+) -> Path:
+    """Write an index folder at ``out``: ``docs/`` (doc store), ``index.faiss`` (dense, embedded
+    with ``encoder`` in length-sorted batches), ``bm25/`` and ``manifest.json`` with checksums.
+
+    The folder appears only when complete; an existing one is replaced only on success.
+    """
+    if not dense and not bm25:
+        raise ValueError("nothing to build: enable dense and/or bm25")
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        store = DocStore.build(passages, tmp / DOCS_DIR, progress=False)
+        extra = {"kinds": (["dense"] if dense else []) + (["bm25"] if bm25 else [])}
+        if bm25:
+            build_bm25((p.contents for p in store), tmp / BM25_DIR)
+        if dense:
+            if isinstance(encoder, str):
+                from unirag.models.encoder import Encoder
+
+                encoder = Encoder.from_pretrained(encoder)
+            index = Index(encoder.dim, factory, "ip")
+            m = index.manifest
+            m.encoder = encoder.name
+            m.encoder_info = {"pooling": encoder.pooling, "normalize": encoder.normalize,
+                              "max_length": encoder.max_length}
+            bar = None
+            if progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=len(store), desc="embedding corpus", unit=" passages")
+            with _faiss_threads(factory, deterministic):
+                for start in range(0, len(store), CHUNK):
+                    texts = [store[r].contents for r in range(start, min(start + CHUNK, len(store)))]
+                    vecs = _encode(encoder, texts, batch_size, sort_by_length, bar)
+                    index.add(vecs)
+            if bar is not None:
+                bar.close()
+        else:
+            index = None
+            m = Manifest(dim=0, factory="", metric="", count=len(store))
+        m.corpus_sha256, m.corpus_count, m.extra = store.checksum, len(store), extra
+        store.close()
+        if index is not None:
+            index.write_into(tmp)
+        else:
+            from unirag.config.fs import sha256_file
+
+            m.files = {p.relative_to(tmp).as_posix(): sha256_file(p)
+                       for p in sorted(tmp.rglob("*")) if p.is_file()}
+            m.save(tmp / MANIFEST_FILE)
+    return out
+
+
+def _encode(encoder, texts, batch_size, sort_by_length, bar):
+    import numpy as np
+
+    order = np.argsort([-len(t) for t in texts], kind="stable") if sort_by_length else np.arange(len(texts))
+    out = np.zeros((len(texts), encoder.dim), dtype=np.float32)
+    step = batch_size * 8
+    for s in range(0, len(texts), step):
+        idx = order[s : s + step]
+        out[idx] = encoder.encode([texts[i] for i in idx], batch_size=batch_size, sort_by_length=False)
+        if bar is not None:
+            bar.update(len(idx))
+    return out
+
+
+def default_index_dir(encoder: str = DEFAULT_ENCODER, factory: str = "Flat") -> Path:
+    """Cache folder of the default index over the packaged Wikipedia summaries."""
+    tag = factory.replace(",", "_").lower()
+    return cache_dir() / "indexes" / f"wiki-en-{encoder.split('/')[-1].lower()}-{tag}"
+
+
+def ensure_default_index(encoder: str = DEFAULT_ENCODER, factory: str = "Flat", progress: bool = True) -> Path:
+    """The default index folder, built on first use (about 4 minutes on 2 cores) and cached."""
+    path = default_index_dir(encoder, factory)
+    if not (path / MANIFEST_FILE).is_file():
+        from unirag.data.wiki import wiki_passages
+
+        if progress:
+            from rich.console import Console
+
+            Console(stderr=True).print(
+                f"[bold]Building the default index[/] over 10,033 Wikipedia summaries into {path} (once)"
+            )
+        build_index(wiki_passages(), path, encoder=encoder, factory=factory, progress=progress)
+    return path
