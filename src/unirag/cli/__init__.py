@@ -1,0 +1,1 @@
+"""The ``unirag`` command line (typer): thin commands over the Python API."""

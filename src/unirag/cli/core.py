@@ -1,0 +1,148 @@
+"""``unirag index build|info``, ``unirag search``, ``unirag ask``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from unirag.cli.common import err, out, print_json
+from unirag.cli.groups import app, index_app
+
+IndexOpt = typer.Option(None, "--index", "-i", help="Index folder (default: the built-in Wikipedia index, built on first use).")
+RetrieverOpt = typer.Option("dense", "--retriever", "-r", help="dense (FAISS + encoder), bm25, or hybrid (reciprocal rank fusion of both).")
+
+
+def _index_dir(index: Optional[Path]) -> Path:
+    from unirag.retrieval import ensure_default_index
+
+    return index if index is not None else ensure_default_index()
+
+
+@index_app.command("build")
+def index_build(
+    corpus: str = typer.Argument("wiki", help="A .jsonl (id, title, text, extra fields kept), a DPR .tsv (id, text, title), a folder of .txt/.md, or 'wiki' for the built-in 10,033 Wikipedia summaries."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Index folder to write (replaced atomically only when the build succeeds)."),
+    encoder: str = typer.Option("all-minilm-l6-v2", help="Encoder: built-in alias, local folder or hub id."),
+    factory: str = typer.Option("Flat", help="FAISS factory string: Flat, HNSW32, IVF4096,Flat, IVF4096,PQ64, SQ8 ..."),
+    bm25: bool = typer.Option(True, "--bm25/--no-bm25", help="Also build a BM25 index (needed by --retriever bm25/hybrid)."),
+    dense: bool = typer.Option(True, "--dense/--no-dense", help="Build the dense FAISS index."),
+    split_words: int = typer.Option(0, help="Split documents into passages of this many words (DPR used 100); 0 keeps documents whole."),
+    overlap: int = typer.Option(0, help="Words shared by consecutive passages when splitting."),
+    batch_size: int = typer.Option(64, help="Embedding batch size (batches are formed from length-sorted passages)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Build an index folder: doc store, dense FAISS index and BM25, with a checksummed manifest."""
+    from unirag.corpus import read_corpus, split_passages
+    from unirag.index.manifest import Manifest
+    from unirag.retrieval import build_index
+
+    if corpus == "wiki":
+        from unirag.data import wiki_passages
+
+        passages = iter(wiki_passages())
+    else:
+        passages = read_corpus(corpus)
+    if split_words:
+        passages = split_passages(passages, split_words, overlap)
+    build_index(passages, out_dir, encoder=encoder, factory=factory, dense=dense, bm25=bm25,
+                batch_size=batch_size, progress=not as_json)
+    manifest = Manifest.load(out_dir / "manifest.json")
+    if as_json:
+        print_json({"path": str(out_dir), **manifest.to_dict()})
+    else:
+        out.print(f"[green]built[/] {out_dir}: {manifest.corpus_count} passages, "
+                  f"{manifest.extra.get('kinds')}, factory {manifest.factory or '-'}, encoder {manifest.encoder or '-'}")
+
+
+@index_app.command("info")
+def index_info(
+    path: Path = typer.Argument(..., help="Index folder."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check every file's SHA-256 against the manifest."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show an index folder's manifest (and verify its checksums)."""
+    from unirag.index.vector import read_manifest, verify_files
+
+    m = read_manifest(path)
+    if verify:
+        verify_files(path, m)
+    if as_json:
+        print_json({"path": str(path), "verified": verify, **m.to_dict()})
+        return
+    for key in ("format", "dim", "factory", "metric", "count", "encoder", "corpus_count", "corpus_sha256"):
+        out.print(f"{key:>14}: {getattr(m, key)}")
+    out.print(f"{'files':>14}: {len(m.files)}" + (" (checksums OK)" if verify else ""))
+
+
+@app.command("search")
+def search(
+    query: str = typer.Argument(..., help="The query text."),
+    k: int = typer.Option(5, "-k", help="Number of passages."),
+    index: Optional[Path] = IndexOpt,
+    retriever: str = RetrieverOpt,
+    encoder: Optional[str] = typer.Option(None, help="Query encoder (default: the one that built the index)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Search an index: a table of rank, score, id, title and snippet."""
+    from rich.table import Table
+
+    from unirag.retrieval import load_retriever
+
+    r = load_retriever(_index_dir(index), retriever, encoder=encoder)
+    res = r.search([query], k)
+    hits = [(i + 1, float(s), p) for i, (s, p) in enumerate(zip(res.scores[0], res.passages(0)))]
+    if as_json:
+        print_json({"query": query, "retriever": retriever, "hits": [
+            {"rank": rank, "score": score, "id": p.id, "title": p.title, "text": p.text} for rank, score, p in hits]})
+        return
+    table = Table(title=f"{retriever} top-{k}: {query}")
+    for col in ("rank", "score", "id", "title", "snippet"):
+        table.add_column(col, overflow="fold" if col == "snippet" else "ellipsis")
+    for rank, score, p in hits:
+        table.add_row(str(rank), f"{score:.4f}", p.id, p.title, p.text[:160] + ("…" if len(p.text) > 160 else ""))
+    out.print(table)
+
+
+@app.command("ask")
+def ask(
+    question: str = typer.Argument(..., help="The question."),
+    k: int = typer.Option(3, "-k", help="Passages given to the generator."),
+    index: Optional[Path] = IndexOpt,
+    retriever: str = RetrieverOpt,
+    generator: str = typer.Option("smollm2-135m-instruct", help="Generator: built-in alias, local folder or hub id."),
+    engine: str = typer.Option("pipeline", help="pipeline (retrieve-then-read) or onegen (one model retrieves while generating)."),
+    max_new_tokens: int = typer.Option(96, help="Maximum answer length in tokens."),
+    stream: bool = typer.Option(True, "--stream/--no-stream", help="Print the answer as it is generated."),
+    as_json: bool = typer.Option(False, "--json", help="Print the answer and sources as JSON."),
+) -> None:
+    """Answer a question from retrieved passages; prints the answer and its numbered sources."""
+    if engine == "onegen":
+        from unirag.cli.onegen import ask_onegen  # provided by the OneGen inference module
+
+        ask_onegen(question, index=index, max_new_tokens=max_new_tokens, as_json=as_json, stream=stream)
+        return
+    if engine != "pipeline":
+        raise typer.BadParameter(f"unknown engine {engine!r} (pipeline, onegen)", param_hint="--engine")
+    from unirag.models import Generator
+    from unirag.pipeline import Answer, Pipeline, PipelineConfig
+    from unirag.retrieval import load_retriever
+
+    r = load_retriever(_index_dir(index), retriever)
+    pipe = Pipeline(r, Generator.from_pretrained(generator), PipelineConfig(k=k, max_new_tokens=max_new_tokens))
+    if as_json or not stream:
+        ans = pipe.ask(question)
+        if as_json:
+            print_json(ans.to_dict())
+            return
+        out.print(ans.text, highlight=False)
+        sources, scores = ans.sources, ans.scores
+    else:
+        sources, scores, pieces = pipe.stream(question)
+        for piece in pieces:
+            out.print(piece, end="", highlight=False, soft_wrap=True)
+        out.print()
+    out.print("\n[bold]Sources[/]")
+    for i, (p, s) in enumerate(zip(sources, scores), 1):
+        out.print(f"  [{i}] {p.title} [dim]({p.id}, score {s:.3f})[/]", highlight=False)

@@ -1,0 +1,52 @@
+"""``unirag eval retrieval``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from unirag.cli.common import out, print_json
+from unirag.cli.groups import eval_app
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    queries: Optional[Path] = typer.Option(None, "--queries", "-q", help="JSONL of {id, question, gold: [passage ids]}; default: FanOutQA dev leaves joined with the Wikipedia corpus (558)."),
+    split: str = typer.Option("all", help="With the built-in FanOutQA set: all, train or heldout."),
+    index: Optional[Path] = typer.Option(None, "--index", "-i", help="Index folder (default: the built-in Wikipedia index)."),
+    retrievers: str = typer.Option("dense,bm25,hybrid", "--retriever", "-r", help="Comma-separated: dense, bm25, hybrid."),
+    ks: str = typer.Option("1,5,10,20", help="Cut-offs k for recall@k, MRR@k, nDCG@k."),
+    output: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the results JSON here."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Recall@k, MRR@k and nDCG@k (via ir-measures) of each retriever on a set of questions."""
+    from rich.table import Table
+
+    from unirag.config.base import atomic_write_text
+    from unirag.eval import evaluate_retrieval, fanoutqa_retrieval_queries, read_retrieval_queries
+    from unirag.retrieval import ensure_default_index, load_retriever
+
+    qs = read_retrieval_queries(queries) if queries else fanoutqa_retrieval_queries(split)
+    folder = index if index is not None else ensure_default_index()
+    cut = tuple(int(x) for x in ks.split(","))
+    results = {}
+    for kind in [x.strip() for x in retrievers.split(",") if x.strip()]:
+        results[kind] = evaluate_retrieval(load_retriever(folder, kind), qs, ks=cut)
+    report = {"queries": str(queries) if queries else f"fanoutqa-dev-{split}", "index": str(folder), "results": results}
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(output, json.dumps(report, indent=2) + "\n")
+    if as_json:
+        print_json(report)
+        return
+    table = Table(title=f"retrieval on {report['queries']} ({len(qs)} questions)")
+    table.add_column("retriever")
+    cols = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg") for k in cut]
+    for c in cols:
+        table.add_column(c, justify="right")
+    for kind, res in results.items():
+        table.add_row(kind, *[f"{res[c]:.3f}" for c in cols])
+    out.print(table)

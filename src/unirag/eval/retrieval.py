@@ -1,0 +1,99 @@
+"""Retrieval evaluation: recall@k, MRR@k and nDCG@k computed by ``ir-measures`` (trec_eval)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from unirag.corpus.passage import CorpusError
+
+
+@dataclass
+class RetrievalQuery:
+    """A question and the ids of the passages that answer it."""
+
+    id: str
+    text: str
+    gold: list[str]
+
+
+def read_retrieval_queries(path: str | os.PathLike) -> list[RetrievalQuery]:
+    """JSONL with ``id``, ``question`` (or ``query``/``text``) and ``gold`` (or ``positive_ids``): a list of passage ids."""
+    path = Path(path)
+    out = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CorpusError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+            text = next((row[k] for k in ("question", "query", "text") if k in row), None)
+            gold = next((row[k] for k in ("gold", "positive_ids", "gold_ids") if k in row), None)
+            if not isinstance(text, str):
+                raise CorpusError(f"{path}:{lineno}: missing field 'question'")
+            if isinstance(gold, str):
+                gold = [gold]
+            if not isinstance(gold, list) or not gold:
+                raise CorpusError(f"{path}:{lineno}: field 'gold' must be a non-empty list of passage ids")
+            out.append(RetrievalQuery(str(row.get("id", lineno)), text, [str(g) for g in gold]))
+    return out
+
+
+def fanoutqa_retrieval_queries(split: str = "all") -> list[RetrievalQuery]:
+    """FanOutQA dev leaf sub-questions whose evidence page is in the default corpus (558 for ``all``;
+    ``train`` / ``heldout`` follow :func:`unirag.data.fanoutqa_split`)."""
+    from unirag.data.fanoutqa import fanoutqa_leaves, fanoutqa_split
+    from unirag.data.wiki import wiki_summaries
+
+    if split == "all":
+        leaves = fanoutqa_leaves(joined=True)
+    elif split in ("train", "heldout"):
+        titles = wiki_summaries()
+        qs = fanoutqa_split()[0 if split == "train" else 1]
+        leaves = [leaf for q in qs for leaf in q.leaves if leaf.evidence_title in titles]
+    else:
+        raise ValueError(f"unknown split {split!r} (all, train, heldout)")
+    return [RetrievalQuery(leaf.id, leaf.question, [leaf.evidence_title]) for leaf in leaves]
+
+
+def retrieval_metrics(gold: dict[str, list[str]], ranked: dict[str, list[str]], ks=(1, 5, 10, 20)) -> dict[str, float]:
+    """Mean recall@k, MRR@k (RR@k) and nDCG@k over queries; ``ranked`` lists ids best first.
+
+    Scores given to trec_eval are ``n - rank`` so that its tie-breaking never reorders our ranking.
+    """
+    import ir_measures
+    from ir_measures import RR, R, nDCG
+
+    qrels = [ir_measures.Qrel(qid, did, 1) for qid, ids in gold.items() for did in ids]
+    run = []
+    for qid, ids in ranked.items():
+        seen = set()
+        for rank, did in enumerate(ids):
+            if did and did not in seen:
+                seen.add(did)
+                run.append(ir_measures.ScoredDoc(qid, did, float(len(ids) - rank)))
+    measures = [R @ k for k in ks] + [RR @ k for k in ks] + [nDCG @ k for k in ks]
+    agg = ir_measures.calc_aggregate(measures, qrels, run)
+    out = {}
+    for k in ks:
+        out[f"recall@{k}"] = float(agg.get(R @ k, 0.0))
+        out[f"mrr@{k}"] = float(agg.get(RR @ k, 0.0))
+        out[f"ndcg@{k}"] = float(agg.get(nDCG @ k, 0.0))
+    return out
+
+
+def evaluate_retrieval(retriever, queries: list[RetrievalQuery], ks=(1, 5, 10, 20), batch_size: int = 64) -> dict:
+    """Search every query with ``retriever`` (top ``max(ks)``) and score against the gold ids."""
+    depth = max(ks)
+    ranked: dict[str, list[str]] = {}
+    for start in range(0, len(queries), batch_size):
+        batch = queries[start : start + batch_size]
+        res = retriever.search([q.text for q in batch], depth)
+        for q, ids in zip(batch, res.ids):
+            ranked[q.id] = list(ids)
+    metrics = retrieval_metrics({q.id: q.gold for q in queries}, ranked, ks)
+    return {"n_queries": len(queries), **metrics}
