@@ -1,0 +1,167 @@
+"""The engine loop against clean full forwards on a tiny random model: query vectors, cache
+consistency under ragged batched insertion, forward-call count, trace and streaming."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from unirag.onegen.engine import (DoneEvent, OneGenEngine, RetrievalEvent, SamplingParams, TextEvent,
+                                  decode, split_lm)
+
+PROMPTS = ["Who painted the Mona Lisa and where?",
+           "Tell me about rivers.",
+           "The largest planet of the Solar System is a gas giant; which one is it, and who found its moons?"]
+
+
+def clean_forward(model, ids):
+    """Hidden states and logits of one full forward without cache or padding."""
+    decoder, head = split_lm(model.lm)
+    with torch.inference_mode():
+        h = decoder(input_ids=torch.tensor([ids])).last_hidden_state[0]
+        return h, head(h).float()
+
+
+def generated_positions(out, prompt_len):
+    """Absolute position of each generated token in ``out.sequence``."""
+    shift = {r.step: r.n_tokens for r in out.trace}
+    pos, p = [], prompt_len
+    for s in range(len(out.token_ids)):
+        pos.append(p)
+        p += 1 + shift.get(s, 0)
+    return pos
+
+
+def check_consistent(model, out, prompt_len, params):
+    """The engine's query vectors and greedy tokens equal those of a clean forward."""
+    h, logits = clean_forward(model, out.sequence)
+    assert len(out.sequence) == prompt_len + len(out.token_ids) + sum(r.n_tokens for r in out.trace)
+    for r in out.trace:
+        assert out.sequence[r.position] == model.query_token_id
+        ref = torch.nn.functional.normalize(h[r.position], dim=-1).numpy()
+        np.testing.assert_allclose(r.vector, ref, atol=2e-5)
+    pos = generated_positions(out, prompt_len)
+    for s, (t, p) in enumerate(zip(out.token_ids, pos)):
+        assert out.sequence[p] == t
+        if s in params.force_query_at:
+            continue
+        row = logits[p - 1].clone()
+        if sum(r.step < s for r in out.trace) >= params.max_retrievals:
+            row[model.query_token_id] = float("-inf")
+        assert int(torch.argmax(row)) == t, f"step {s}"
+
+
+def test_query_vector_and_cache_match_clean_forward(tiny_onegen, tiny_index):
+    params = SamplingParams(max_new_tokens=14, force_query_at=(1, 5, 9), max_retrievals=3, k=1,
+                            keep_vectors=True)
+    engine = OneGenEngine(tiny_onegen, tiny_index)
+    outs = engine.generate(PROMPTS, params)  # three rows, ragged prompts and passages
+    lens = [len(p) for p in engine.encode(PROMPTS)]
+    for out, n in zip(outs, lens):
+        assert len(out.trace) == 3 and all(r.inserted for r in out.trace)
+        check_consistent(tiny_onegen, out, n, params)
+    # rows retrieved different passages of different lengths: the insertion really was ragged
+    assert len({sum(r.n_tokens for r in o.trace) for o in outs}) > 1
+
+
+def test_batched_equals_one_by_one(tiny_onegen, tiny_index):
+    params = SamplingParams(max_new_tokens=10, force_query_at=(0, 4), max_retrievals=2, k=2)
+    engine = OneGenEngine(tiny_onegen, tiny_index)
+    batch = engine.generate(PROMPTS, params)
+    for i, p in enumerate(PROMPTS):
+        single = engine.generate(p, params)[0]
+        assert single.token_ids == batch[i].token_ids
+        assert single.sources == batch[i].sources
+
+
+def count_forwards(model, fn):
+    decoder, _ = split_lm(model.lm)
+    calls = []
+    handle = decoder.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        result = fn()
+    finally:
+        handle.remove()
+    return len(calls), result
+
+
+def test_retrieval_adds_only_the_passage_prefill(tiny_onegen, tiny_index):
+    n = 12
+    forced = SamplingParams(max_new_tokens=n, force_query_at=(2, 6), max_retrievals=2)
+    with_index, out = count_forwards(tiny_onegen, lambda: OneGenEngine(tiny_onegen, tiny_index).generate(PROMPTS[0], forced)[0])
+    without, plain = count_forwards(tiny_onegen, lambda: OneGenEngine(tiny_onegen, None).generate(PROMPTS[0], forced)[0])
+    assert len(out.token_ids) == len(plain.token_ids) == n
+    assert len(out.trace) == 2
+    # plain decoding: one prompt prefill + one forward per generated token but the last
+    assert without == n
+    # retrieval: the query vector comes from the step that consumed [RQ]; one prefill per passage
+    assert with_index == without + len(out.trace)
+
+
+def test_threshold_refuses_and_decoding_continues(tiny_onegen, tiny_index):
+    params = SamplingParams(max_new_tokens=8, force_query_at=(1,), threshold=1.5, keep_vectors=True)
+    forwards, out = count_forwards(tiny_onegen, lambda: OneGenEngine(tiny_onegen, tiny_index).generate(PROMPTS[1], params)[0])
+    assert len(out.trace) == 1 and out.trace[0].inserted == [] and out.trace[0].ids
+    assert forwards == 8
+    check_consistent(tiny_onegen, out, len(OneGenEngine(tiny_onegen).encode(PROMPTS[1])[0]), params)
+
+
+def test_never_reinserts_a_passage(tiny_onegen, tiny_index):
+    params = SamplingParams(max_new_tokens=12, force_query_at=tuple(range(0, 12, 2)), max_retrievals=5, k=1)
+    out = OneGenEngine(tiny_onegen, tiny_index).generate(PROMPTS[0], params)[0]
+    assert len(out.trace) == 5
+    assert len(set(out.sources)) == 5
+    assert all(out.trace[i].ids[0] == out.trace[i].inserted[0] for i in range(5))
+    scores = out.trace[0].scores
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_stream_events_match_outputs(tiny_onegen, tiny_index):
+    params = SamplingParams(max_new_tokens=9, force_query_at=(3,), max_retrievals=1)
+    engine = OneGenEngine(tiny_onegen, tiny_index)
+    events = list(engine.stream(PROMPTS[:2], params))
+    done = {e.index: e.output for e in events if isinstance(e, DoneEvent)}
+    assert sorted(done) == [0, 1]
+    for i in (0, 1):
+        text = "".join(e.text for e in events if isinstance(e, TextEvent) and e.index == i)
+        assert text == done[i].text
+        rets = [e for e in events if isinstance(e, RetrievalEvent) and e.index == i]
+        assert [e.retrieval for e in rets] == done[i].trace
+        assert [p.id for p in rets[0].passages] == done[i].sources
+
+
+def test_sampling_is_seeded(tiny_onegen, tiny_index):
+    engine = OneGenEngine(tiny_onegen, tiny_index)
+    p = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=0.9, top_k=50, seed=3, force_query_at=(2,))
+    a, b = engine.generate(PROMPTS, p), engine.generate(PROMPTS, p)
+    assert [o.token_ids for o in a] == [o.token_ids for o in b]
+    c = engine.generate(PROMPTS, SamplingParams(**{**p.__dict__, "seed": 4}))
+    assert [o.token_ids for o in a] != [o.token_ids for o in c]
+
+
+def test_swap_index_changes_knowledge(tiny_onegen, tiny_index, tmp_path, make_passages):
+    from unirag.onegen.docindex import build_onegen_index
+
+    other = build_onegen_index(make_passages("x")[:4], tmp_path / "other", tiny_onegen, progress=False)
+    engine = OneGenEngine(tiny_onegen, tiny_index)
+    params = SamplingParams(max_new_tokens=4, force_query_at=(0,))
+    assert engine.generate(PROMPTS[0], params)[0].sources[0].startswith("d")
+    engine.swap_index(other)
+    assert engine.generate(PROMPTS[0], params)[0].sources[0].startswith("x")
+
+
+def test_decode_stops_on_eos(tiny_onegen):
+    # make EOS the most likely token after any input by biasing the head
+    _, head = split_lm(tiny_onegen.lm)
+    eos = tiny_onegen.tokenizer.eos_token_id
+    saved = head.weight.data[eos].clone()
+    try:
+        head.weight.data[eos] = head.weight.data.sum(0)
+        events = list(decode(tiny_onegen, None, [[5, 6, 7]], SamplingParams(max_new_tokens=5)))
+    finally:
+        head.weight.data[eos] = saved
+    out = events[-1].output
+    assert out.finish_reason in ("stop", "length")
+    if out.finish_reason == "stop":
+        assert out.token_ids[-1] == eos
