@@ -145,4 +145,5 @@ def ask(
         out.print()
     out.print("\n[bold]Sources[/]")
     for i, (p, s) in enumerate(zip(sources, scores), 1):
-        out.print(f"  [{i}] {p.title} [dim]({p.id}, score {s:.3f})[/]", highlight=False)
+        ident = "" if p.id == p.title else f"{p.id}, "
+        out.print(f"  [{i}] {p.title} [dim]({ident}score {s:.3f})[/]", highlight=False)

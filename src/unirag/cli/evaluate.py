@@ -44,9 +44,10 @@ def eval_retrieval(
         return
     table = Table(title=f"retrieval on {report['queries']} ({len(qs)} questions)")
     table.add_column("retriever")
-    cols = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg") for k in cut]
+    kn = 10 if 10 in cut else max(cut)
+    cols = [f"recall@{k}" for k in cut] + [f"mrr@{kn}", f"ndcg@{kn}"]
     for c in cols:
-        table.add_column(c, justify="right")
+        table.add_column(c.replace("recall", "R").replace("mrr", "MRR").replace("ndcg", "nDCG"), justify="right")
     for kind, res in results.items():
         table.add_row(kind, *[f"{res[c]:.3f}" for c in cols])
     out.print(table)

@@ -51,17 +51,23 @@ class Index:
                 ) from None
         self.faiss_index = faiss_index
         self.manifest = manifest or Manifest(dim=int(dim), factory=factory, metric=metric)
+        self._dim = int(faiss_index.d)
+        self._count = int(faiss_index.ntotal)
+        self._swig_ptr = faiss.swig_ptr
 
     # --- the four verbs ----------------------------------------------------------------------
     @property
     def dim(self) -> int:
         """Vector dimension."""
-        return int(self.faiss_index.d)
+        return self._dim
 
     def __len__(self) -> int:
-        return int(self.faiss_index.ntotal)
+        return self._count
 
     def _check(self, x: np.ndarray, what: str) -> np.ndarray:
+        if (type(x) is np.ndarray and x.dtype == np.float32 and x.ndim == 2 and x.shape[1] == self._dim
+                and x.flags.c_contiguous):
+            return x  # fast path: nothing to convert or check
         x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
         if x.ndim == 1:
             x = x[None, :]
@@ -83,13 +89,18 @@ class Index:
                     f"cannot train {self.manifest.factory!r} on {len(x)} vectors: {str(exc).strip().splitlines()[-1]}"
                 ) from None
         self.faiss_index.add(x)
-        self.manifest.count = len(self)
+        self._count = int(self.faiss_index.ntotal)
+        self.manifest.count = self._count
 
     def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """``(scores, rows)``, both ``[n_queries, k]``, best first; missing hits have row -1."""
         q = self._check(queries, "queries")
-        k = int(min(k, max(len(self), 1)))
-        scores, rows = self.faiss_index.search(q, k)
+        k = int(min(k, self._count or 1))
+        n = q.shape[0]
+        scores = np.empty((n, k), dtype=np.float32)
+        rows = np.empty((n, k), dtype=np.int64)
+        ptr = self._swig_ptr  # the C++ search itself, without FAISS's Python wrapper checks
+        self.faiss_index.search_c(n, ptr(q), k, ptr(scores), ptr(rows), None)
         return scores, rows
 
     def reconstruct(self, rows: np.ndarray) -> np.ndarray:
