@@ -21,36 +21,29 @@ def minilm_dir() -> str:
     return resolve_model("all-minilm-l6-v2")
 
 
-@pytest.fixture(scope="session")
-def tiny_encoder_dir(tmp_path_factory, minilm_dir) -> Path:
-    """A 2-layer, 32-wide random BERT with the MiniLM tokenizer, saved as a model folder."""
+def _tiny_bert(path: Path, tokenizer_dir: str, seed: int, hidden: int, layers: int) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(minilm_dir)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=128)
-    path = tmp_path_factory.mktemp("tiny-encoder")
     BertModel(cfg).eval().save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory, minilm_dir) -> Path:
+    """A 2-layer, 32-wide random BERT with the MiniLM tokenizer, saved as a model folder."""
+    return _tiny_bert(tmp_path_factory.mktemp("tiny-encoder"), minilm_dir, seed=0, hidden=32, layers=2)
 
 
 @pytest.fixture(scope="session")
 def tiny_encoder_dir_b(tmp_path_factory, minilm_dir) -> Path:
     """Another tiny encoder (different weights, 48 wide) to test encoder-mismatch errors."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    torch.manual_seed(1)
-    tok = AutoTokenizer.from_pretrained(minilm_dir)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=48, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128)
-    path = tmp_path_factory.mktemp("tiny-encoder-b")
-    BertModel(cfg).eval().save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return _tiny_bert(tmp_path_factory.mktemp("tiny-encoder-b"), minilm_dir, seed=1, hidden=48, layers=1)
 
 
 @pytest.fixture(scope="session")

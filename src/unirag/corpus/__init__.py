@@ -1,5 +1,6 @@
 """Corpus: passages, readers (JSONL, TSV, folder), the passage splitter and the on-disk doc store."""
 
+from unirag.corpus.jsonl import iter_jsonl
 from unirag.corpus.passage import CorpusError, Passage
 from unirag.corpus.readers import read_corpus, read_folder, read_jsonl, read_tsv
 from unirag.corpus.splitter import split_passages
@@ -9,6 +10,7 @@ __all__ = [
     "CorpusError",
     "DocStore",
     "Passage",
+    "iter_jsonl",
     "read_corpus",
     "read_folder",
     "read_jsonl",

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from unirag.corpus.jsonl import iter_jsonl
 from unirag.corpus.passage import CorpusError, Passage
 
 _RESERVED = ("id", "title", "text")
@@ -15,25 +15,15 @@ _RESERVED = ("id", "title", "text")
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[Passage]:
     """Yield passages from JSONL: ``id`` and ``text`` required, ``title`` optional, other fields kept as meta."""
-    path = Path(path)
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorpusError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise CorpusError(f"{path}:{lineno}: expected a JSON object")
-            for key in ("id", "text"):
-                if key not in row:
-                    raise CorpusError(f"{path}:{lineno}: missing field '{key}'")
-            if not isinstance(row["text"], str):
-                raise CorpusError(f"{path}:{lineno}: field 'text' must be a string")
-            title = row.get("title") or ""
-            meta = {k: v for k, v in row.items() if k not in _RESERVED}
-            yield Passage(id=str(row["id"]), text=row["text"], title=str(title), meta=meta)
+    for lineno, row in iter_jsonl(path):
+        for key in ("id", "text"):
+            if key not in row:
+                raise CorpusError(f"{path}:{lineno}: missing field '{key}'")
+        if not isinstance(row["text"], str):
+            raise CorpusError(f"{path}:{lineno}: field 'text' must be a string")
+        title = row.get("title") or ""
+        meta = {k: v for k, v in row.items() if k not in _RESERVED}
+        yield Passage(id=str(row["id"]), text=row["text"], title=str(title), meta=meta)
 
 
 def read_tsv(path: str | os.PathLike) -> Iterator[Passage]:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
+from unirag.corpus.jsonl import iter_jsonl
 from unirag.corpus.passage import CorpusError
 
 
@@ -21,25 +20,17 @@ class RetrievalQuery:
 
 def read_retrieval_queries(path: str | os.PathLike) -> list[RetrievalQuery]:
     """JSONL with ``id``, ``question`` (or ``query``/``text``) and ``gold`` (or ``positive_ids``): a list of passage ids."""
-    path = Path(path)
     out = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorpusError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            text = next((row[k] for k in ("question", "query", "text") if k in row), None)
-            gold = next((row[k] for k in ("gold", "positive_ids", "gold_ids") if k in row), None)
-            if not isinstance(text, str):
-                raise CorpusError(f"{path}:{lineno}: missing field 'question'")
-            if isinstance(gold, str):
-                gold = [gold]
-            if not isinstance(gold, list) or not gold:
-                raise CorpusError(f"{path}:{lineno}: field 'gold' must be a non-empty list of passage ids")
-            out.append(RetrievalQuery(str(row.get("id", lineno)), text, [str(g) for g in gold]))
+    for lineno, row in iter_jsonl(path):
+        text = next((row[k] for k in ("question", "query", "text") if k in row), None)
+        gold = next((row[k] for k in ("gold", "positive_ids", "gold_ids") if k in row), None)
+        if not isinstance(text, str):
+            raise CorpusError(f"{path}:{lineno}: missing field 'question'")
+        if isinstance(gold, str):
+            gold = [gold]
+        if not isinstance(gold, list) or not gold:
+            raise CorpusError(f"{path}:{lineno}: field 'gold' must be a non-empty list of passage ids")
+        out.append(RetrievalQuery(str(row.get("id", lineno)), text, [str(g) for g in gold]))
     return out
 
 
