@@ -147,3 +147,26 @@ def ask(
     for i, (p, s) in enumerate(zip(sources, scores), 1):
         ident = "" if p.id == p.title else f"{p.id}, "
         out.print(f"  [{i}] {p.title} [dim]({ident}score {s:.3f})[/]", highlight=False)
+
+
+@app.command("serve")
+def serve(
+    index: Optional[Path] = IndexOpt,
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    generator: str = typer.Option("smollm2-135m-instruct", help="Generator for /ask (loaded on first use)."),
+) -> None:
+    """Serve POST /search and POST /ask (JSON) and GET /health over an index folder."""
+    import uvicorn
+
+    from unirag.retrieval import load_retriever
+    from unirag.retrieval.hybrid import HybridRetriever
+    from unirag.serve import create_app
+
+    folder = _index_dir(index)
+    dense = load_retriever(folder, "dense")
+    retrievers = {"dense": dense}
+    if (folder / "bm25").is_dir():
+        bm25 = load_retriever(folder, "bm25")
+        retrievers.update(bm25=bm25, hybrid=HybridRetriever([dense, bm25]))
+    uvicorn.run(create_app(retrievers, generator), host=host, port=port)

@@ -47,7 +47,7 @@ class DocStore:
         self._offsets = np.load(self.path / "offsets.npy", mmap_mode="r", allow_pickle=False)
         self._hash = np.load(self.path / "id_hash.npy", mmap_mode="r", allow_pickle=False)
         self._rows = np.load(self.path / "id_rows.npy", mmap_mode="r", allow_pickle=False)
-        self._fh = open(self.path / "docs.jsonl", "rb")
+        self._fd = os.open(self.path / "docs.jsonl", os.O_RDONLY)
         if len(self._offsets) != self.info["count"] + 1:
             raise CorpusError(f"{self.path}: offsets.npy does not match store.json count")
 
@@ -114,8 +114,7 @@ class DocStore:
         if not 0 <= row < len(self):
             raise IndexError(f"row {row} out of range for a store of {len(self)} passages")
         start, end = int(self._offsets[row]), int(self._offsets[row + 1])
-        self._fh.seek(start)
-        return json.loads(self._fh.read(end - start))
+        return json.loads(os.pread(self._fd, end - start, start))  # pread: safe across threads
 
     def __getitem__(self, row: int) -> Passage:
         data = self._raw(int(row))
@@ -151,8 +150,16 @@ class DocStore:
         return [self._raw(int(r))["id"] if r >= 0 else "" for r in rows]
 
     def close(self) -> None:
-        """Close the open file handle."""
-        self._fh.close()
+        """Close the open file."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
 
     def __repr__(self) -> str:
         return f"DocStore({str(self.path)!r}, count={len(self)})"
