@@ -68,3 +68,59 @@ def tiny_index(tiny_index_dir):
     from unirag.onegen.docindex import OneGenIndex
 
     return OneGenIndex.load(tiny_index_dir)
+
+
+def _eager_dir(tmp_path_factory, tiny_llama_dir, role: str) -> Path:
+    """Save a tiny OneGen model whose greedy choice is always the token of ``role`` (until the
+    engine bans it): every input embedding gets a large constant first component, so the final
+    hidden state always points along it, and only that token's (untied) head row reads it."""
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from unirag.onegen.config import OneGenConfig
+    from unirag.onegen.model import OneGenModel
+    from unirag.onegen.tokens import add_special_tokens
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    lm = LlamaForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    cfg = OneGenConfig()
+    ids = add_special_tokens(lm, tok, cfg)
+    lm.config.tie_word_embeddings = False
+    head = lm.get_output_embeddings()
+    head.weight = torch.nn.Parameter(head.weight.detach().clone())
+    with torch.no_grad():
+        lm.get_input_embeddings().weight[:, 0] = 5.0
+        head.weight[:, 0] = 0.0
+        head.weight[ids[role], 0] = 100.0
+    path = tmp_path_factory.mktemp(f"eager-{role}") / "model"
+    OneGenModel(lm, tok, cfg).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def eager_onegen_dir(tmp_path_factory, tiny_llama_dir) -> Path:
+    """A saved OneGen model that emits the query token whenever it may."""
+    return _eager_dir(tmp_path_factory, tiny_llama_dir, "query")
+
+
+@pytest.fixture(scope="session")
+def eager_linker_dir(tmp_path_factory, tiny_llama_dir) -> Path:
+    """A saved OneGen model that emits the mention token whenever it may."""
+    return _eager_dir(tmp_path_factory, tiny_llama_dir, "mention")
+
+
+@pytest.fixture(scope="session")
+def eager_onegen(eager_onegen_dir):
+    """The eager OneGen model, loaded as ``OneGenModel``."""
+    from unirag.onegen.model import OneGenModel
+
+    return OneGenModel.from_pretrained(eager_onegen_dir)
+
+
+@pytest.fixture(scope="session")
+def eager_index_dir(tmp_path_factory, eager_onegen, eager_onegen_dir) -> Path:
+    """The eager model's document index over the ten test documents."""
+    from unirag.onegen.docindex import build_onegen_index, model_name
+
+    out = tmp_path_factory.mktemp("eager-index") / "index"
+    return build_onegen_index(passages(), out, eager_onegen, name=model_name(eager_onegen_dir), progress=False)

@@ -165,3 +165,27 @@ def test_decode_stops_on_eos(tiny_onegen):
     assert out.finish_reason in ("stop", "length")
     if out.finish_reason == "stop":
         assert out.token_ids[-1] == eos
+
+
+def test_rows_retrieving_at_different_steps(tiny_onegen, tiny_index):
+    """Per-row parameters: rows insert passages at different steps (decoding rows run beside the
+    prefill on their own sub-cache); every row still matches a clean forward and its solo run."""
+    per_row = [SamplingParams(max_new_tokens=12, force_query_at=(1, 7), max_retrievals=2, keep_vectors=True),
+               SamplingParams(max_new_tokens=9, force_query_at=(4,), max_retrievals=1, keep_vectors=True, k=2),
+               SamplingParams(max_new_tokens=11, max_retrievals=0, keep_vectors=True)]
+    engine = OneGenEngine(tiny_onegen, tiny_index)
+    decoder, _ = split_lm(tiny_onegen.lm)
+    calls = []
+    handle = decoder.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        outs = engine.generate(PROMPTS, per_row)
+    finally:
+        handle.remove()
+    lens = [len(p) for p in engine.encode(PROMPTS)]
+    assert [len(o.trace) for o in outs] == [2, 1, 0]
+    assert [len(o.token_ids) for o in outs] == [12, 9, 11]
+    for out, n, p in zip(outs, lens, per_row):
+        check_consistent(tiny_onegen, out, n, p)
+        assert engine.generate(PROMPTS[out.index], p)[0].token_ids == out.token_ids
+    # lockstep iterations = the longest row's own forwards (12 + 2 prefills); 3 steps had a split
+    assert len(calls) == 14 + 3
