@@ -189,3 +189,38 @@ def test_rows_retrieving_at_different_steps(tiny_onegen, tiny_index):
         assert engine.generate(PROMPTS[out.index], p)[0].token_ids == out.token_ids
     # lockstep iterations = the longest row's own forwards (12 + 2 prefills); 3 steps had a split
     assert len(calls) == 14 + 3
+
+
+def test_peft_wrapped_model_matches_its_own_forward(tiny_llama_dir, tiny_index):
+    """A LoRA-wrapped LM (non-zero adapters): the engine's decoder/head split gives the hidden
+    states and greedy tokens of the peft model's own full forward."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from unirag.onegen.config import OneGenConfig
+    from unirag.onegen.engine import EngineModel
+    from unirag.onegen.tokens import add_special_tokens
+
+    torch.manual_seed(1)
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    base = LlamaForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+    ids = add_special_tokens(base, tok, OneGenConfig())
+    lm = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
+    model = EngineModel(lm, tok, ids["query"], "<passage>", "</passage>")
+    params = SamplingParams(max_new_tokens=8, force_query_at=(2,), max_retrievals=1, keep_vectors=True)
+    out = OneGenEngine(model, tiny_index).generate(PROMPTS[0], params)[0]
+    with torch.inference_mode():
+        full = lm(input_ids=torch.tensor([out.sequence]), output_hidden_states=True)
+    h, logits = full.hidden_states[-1][0], full.logits[0]
+    r = out.trace[0]
+    np.testing.assert_allclose(r.vector, torch.nn.functional.normalize(h[r.position], dim=-1).numpy(), atol=2e-5)
+    n = len(OneGenEngine(model).encode(PROMPTS[0])[0])
+    for s, (t, p) in enumerate(zip(out.token_ids, generated_positions(out, n))):
+        if s != 2:
+            row = logits[p - 1].clone()
+            if s > 2:
+                row[model.query_token_id] = float("-inf")
+            assert int(torch.argmax(row)) == t
+    with lm.disable_adapter():  # the adapters are really on the engine's path
+        other = OneGenEngine(model, tiny_index).generate(PROMPTS[0], params)[0]
+    assert not np.allclose(other.trace[0].vector, r.vector, atol=1e-4)

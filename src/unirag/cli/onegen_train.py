@@ -1,0 +1,77 @@
+"""``unirag train onegen`` (fine-tune a OneGen model from a YAML recipe) and ``unirag train
+onegen-data`` (build the packaged training set, or convert HotpotQA / 2Wiki / Self-RAG files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from unirag.cli.groups import train_app
+
+
+@train_app.command("onegen")
+def train_onegen_cmd(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML recipe (see configs/onegen_smollm2.yaml): data "
+                                "files, base model, OneGen tokens and loss, LoRA (or null for full fine-tuning), "
+                                "optimiser, steps, checkpoints."),
+    output_dir: str = typer.Option("", help="Override the recipe's output folder."),
+    max_steps: int = typer.Option(-1, help="Override the recipe's max_steps (-1 = keep)."),
+    max_minutes: float = typer.Option(-1.0, help="Override the recipe's time budget in minutes (0 = none, -1 = keep)."),
+    stop_at_step: int = typer.Option(0, help="Stop (and checkpoint) at this step, keeping the recipe's schedule."),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Start over even if checkpoints exist."),
+) -> None:
+    """Fine-tune a causal LM into a OneGen model: it learns to write retrieval tokens (LM loss) whose
+    hidden states retrieve the right documents (contrastive loss). Resumes from the latest
+    checkpoint in checkpoint_dir. Multi-GPU: `accelerate launch -m unirag.cli.app train onegen ...`."""
+    from unirag.train.onegen import OneGenTrainConfig, train_onegen
+
+    cfg = OneGenTrainConfig.load(config)
+    if output_dir:
+        cfg.output_dir = output_dir
+    if max_steps >= 0:
+        cfg.max_steps = max_steps
+    if max_minutes >= 0:
+        cfg.max_minutes = max_minutes
+    if stop_at_step:
+        cfg.stop_at_step = stop_at_step
+    if no_resume:
+        cfg.resume = False
+    summary = train_onegen(cfg)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@train_app.command("onegen-data")
+def onegen_data_cmd(
+    out: Path = typer.Option(Path("runs/onegen/data"), help="Output folder (train.jsonl, heldout.jsonl, docs.jsonl)."),
+    source: str = typer.Option("packaged", help="'packaged' (FanOutQA x Wikipedia + Wikidata descriptions), "
+                               "'hotpotqa', '2wiki' or 'selfrag'."),
+    input: Path = typer.Option(None, help="Input file for hotpotqa / 2wiki / selfrag (JSON array or JSONL)."),
+    descriptions: int = typer.Option(400, help="packaged: number of single-hop description examples."),
+    passage_words: int = typer.Option(32, help="packaged: words of each inserted passage."),
+    max_leaves: int = typer.Option(2, help="packaged: FanOutQA sub-questions per example."),
+    negatives: int = typer.Option(3, help="BM25 hard negatives per retrieval."),
+) -> None:
+    """Build OneGen training data in the documented JSONL schema (docs/onegen.md)."""
+    if source == "packaged":
+        from unirag.data.onegen_build import build_onegen_data
+
+        counts = build_onegen_data(out, n_descriptions=descriptions, passage_words=passage_words,
+                                   max_leaves=max_leaves, negatives=negatives)
+    elif source in ("hotpotqa", "2wiki", "selfrag"):
+        if input is None:
+            raise typer.BadParameter(f"--input is required for --source {source}")
+        from unirag.data.converters import convert_multihop, convert_selfrag
+        from unirag.onegen.data import load_documents, load_examples, write_examples
+        from unirag.onegen.mining import mine_bm25_negatives
+
+        counts = convert_selfrag(input, out) if source == "selfrag" else convert_multihop(input, out)
+        if negatives:
+            docs = load_documents(out / "docs.jsonl")
+            examples = load_examples(out / "train.jsonl", docs=docs)
+            mine_bm25_negatives(examples, docs, k=negatives)
+            write_examples(examples, out / "train.jsonl")
+    else:
+        raise typer.BadParameter(f"unknown source {source!r}")
+    typer.echo(json.dumps(counts, indent=2))

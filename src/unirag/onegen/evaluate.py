@@ -1,0 +1,129 @@
+"""Held-out retrieval evaluation of a OneGen model over the packaged corpus.
+
+The model's own query vectors (question in the user turn, the query token opening the assistant
+turn) are searched against its document vectors of all 10,033 passages, saved as a unirag index
+folder (FAISS ``Flat`` inner product + doc store; ``manifest.encoder`` names the model, as
+``unirag.onegen.docindex`` does, so the inference engine reuses the folder). The same
+held-out FanOutQA leaves are searched with the all-MiniLM-L6-v2 default index for comparison.
+
+Run: ``python -m unirag.onegen.evaluate [--model DIR] [--index DIR] [--out runs/onegen/eval.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unirag.config.fs import atomic_dir
+from unirag.config.paths import cache_dir
+
+
+def default_index_dir(model_dir: str | Path | None = None) -> tuple[Path, str]:
+    """``(folder, encoder name)`` of the corpus index for a OneGen model folder (default: the trained
+    default): the folder and name the inference engine looks for, so each is built once."""
+    from unirag.onegen.docindex import model_name, resolve_onegen_dir
+
+    name = model_name(resolve_onegen_dir(model_dir))
+    return cache_dir() / "indexes" / f"onegen-document-{name.split('@')[-1]}-wiki", name
+
+
+def build_onegen_index(model: Any, passages: list[Any], out: str | Path, batch_size: int = 32,
+                       progress: bool = True, encoder_name: str = "") -> Path:
+    """Embed ``passages`` (``contents`` + document token) with ``model`` and write an index folder."""
+    from unirag.corpus import DocStore
+    from unirag.index import Index
+
+    t0 = time.time()
+    vecs = model.embed_documents([p.contents for p in passages], batch_size=batch_size, progress=progress)
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        store = DocStore.build(passages, tmp / "docs")
+        index = Index(vecs.shape[1], "Flat", "ip")
+        index.add(vecs)
+        m = index.manifest
+        m.encoder = encoder_name or f"onegen:{model.config.base_model}"
+        m.encoder_info = {"kind": "onegen", "token": model.config.token("document"),
+                          "max_doc_tokens": model.config.max_doc_tokens, "normalize": True,
+                          "embed_seconds": round(time.time() - t0, 1)}
+        m.corpus_sha256, m.corpus_count = store.checksum, len(store)
+        m.extra = {"kinds": ["dense"]}
+        store.close()
+        index.write_into(tmp)
+    return out
+
+
+def heldout_leaves() -> list[Any]:
+    """The held-out FanOutQA leaves whose evidence page is a corpus passage (160)."""
+    from unirag.data import fanoutqa_split, wiki_summaries
+
+    titles = wiki_summaries()
+    return [leaf for q in fanoutqa_split()[1] for leaf in q.leaves if leaf.evidence_title in titles]
+
+
+def recall(ranked_ids: list[list[str]], gold: list[str], ks: tuple[int, ...] = (1, 5, 20)) -> dict[str, float]:
+    """Fraction of queries whose gold id is in the top k, for each k."""
+    return {f"recall@{k}": float(np.mean([g in r[:k] for r, g in zip(ranked_ids, gold)])) for k in ks}
+
+
+def onegen_recall(model: Any, index_dir: str | Path, questions: list[str], gold: list[str],
+                  ks: tuple[int, ...] = (1, 5, 20)) -> dict[str, float]:
+    """Recall of the model's query vectors (``chat_prompt(q, query token)``) against its index."""
+    from unirag.corpus import DocStore
+    from unirag.index import Index
+
+    index = Index.load(index_dir)
+    store = DocStore(Path(index_dir) / "docs")
+    q = model.query_vectors([model.chat_prompt(x, model.config.token("query")) for x in questions])
+    _, rows = index.search(q, max(ks))
+    return recall([store.ids(r) for r in rows], gold, ks)
+
+
+def minilm_recall(questions: list[str], gold: list[str], ks: tuple[int, ...] = (1, 5, 20)) -> dict[str, float]:
+    """Recall of all-MiniLM-L6-v2 over the default index on the same questions."""
+    from unirag.retrieval import ensure_default_index, load_retriever
+
+    res = load_retriever(ensure_default_index(), "dense").search(questions, k=max(ks))
+    return recall(res.ids, gold, ks)
+
+
+def evaluate(model_dir: str | None = None, index_dir: str | None = None, rebuild: bool = False,
+             batch_size: int = 32) -> dict[str, Any]:
+    """Build (or reuse) the model's index, then held-out recall of the model and of MiniLM."""
+    from unirag.data import wiki_passages
+    from unirag.onegen.model import OneGenModel
+
+    model = OneGenModel.from_pretrained(model_dir)
+    model.merge_adapter()  # same vectors (tested), fewer matmuls
+    folder, name = default_index_dir(model_dir)
+    folder = Path(index_dir) if index_dir else folder
+    if rebuild or not (folder / "manifest.json").is_file():
+        build_onegen_index(model, wiki_passages(), folder, batch_size=batch_size, encoder_name=name)
+    leaves = heldout_leaves()
+    questions, gold = [leaf.question for leaf in leaves], [leaf.evidence_title for leaf in leaves]
+    return {"n_queries": len(leaves), "corpus": 10033, "index": str(folder),
+            "onegen": onegen_recall(model, folder, questions, gold),
+            "all-minilm-l6-v2": minilm_recall(questions, gold)}
+
+
+def main() -> None:
+    """Command-line entry: print and save the evaluation JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="OneGen model folder (default: the trained default)")
+    ap.add_argument("--index", default=None, help="index folder to build or reuse")
+    ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--out", default="runs/onegen/eval.json")
+    a = ap.parse_args()
+    res = evaluate(a.model, a.index, a.rebuild, a.batch_size)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Teacher-forced generator passes over B × K contexts: the logits behind p(y_i | x, z, y<i)."""
+
+from __future__ import annotations
+
+import torch
+
+from unirag.rag.inputs import Contexts
+
+
+def decoder_start_id(gen) -> int:
+    """The seq2seq decoder's start token (BART: ``</s>``, T5: pad)."""
+    cfg = gen.config
+    start = getattr(cfg, "decoder_start_token_id", None)
+    if start is None:
+        gc = getattr(gen, "generation_config", None)
+        start = getattr(gc, "decoder_start_token_id", None) if gc is not None else None
+    if start is None:
+        start = cfg.pad_token_id
+    return int(start)
+
+
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids for a left-padded attention mask (0 on padding)."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def context_rows(b: int, h: int, k: int, device: torch.device | str) -> torch.Tensor:
+    """Context row (b*K + k) of every (b, h, k) in row-major order."""
+    bb = torch.arange(b, device=device)[:, None, None]
+    kk = torch.arange(k, device=device)[None, None, :]
+    return (bb * k + kk).expand(b, h, k).reshape(-1)
+
+
+def context_logits(gen, ctx: Contexts, target: torch.Tensor) -> torch.Tensor:
+    """Logits ``[B, H, K, T, V]`` predicting each ``target [B, H, T]`` (or ``[B, T]``: ``H = 1``)
+    token under each of the K contexts of its question; position t predicts ``target[..., t]``.
+
+    Seq2seq: the encoder runs once per context and is shared by all H hypotheses. Decoder-only:
+    one pass over ``prompt + target`` when ``H == 1`` (training), otherwise the prompt's KV cache
+    is computed once and expanded to the H hypotheses.
+    """
+    if target.dim() == 2:
+        target = target[:, None]
+    b, h, t = target.shape
+    k = ctx.n_docs
+    rows = context_rows(b, h, k, target.device)
+    tgt = target[:, :, None, :].expand(b, h, k, t).reshape(-1, t)      # [B*H*K, T]
+    if ctx.is_seq2seq:
+        enc = gen.get_encoder()(input_ids=ctx.input_ids, attention_mask=ctx.attention_mask, return_dict=True)
+        hidden = enc.last_hidden_state[rows]
+        start = torch.full((tgt.shape[0], 1), decoder_start_id(gen), dtype=tgt.dtype, device=tgt.device)
+        dec_in = torch.cat([start, tgt[:, :-1]], 1)
+        out = gen(encoder_outputs=(hidden,), attention_mask=ctx.attention_mask[rows], decoder_input_ids=dec_in,
+                  use_cache=False, return_dict=True)
+        logits = out.logits
+    elif h == 1:
+        ids = torch.cat([ctx.input_ids[rows], tgt], 1)
+        mask = torch.cat([ctx.attention_mask[rows], torch.ones_like(tgt)], 1)
+        out = gen(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=False,
+                  logits_to_keep=t + 1, return_dict=True)
+        logits = out.logits[:, :-1]
+    else:
+        first = gen(input_ids=ctx.input_ids, attention_mask=ctx.attention_mask,
+                    position_ids=positions(ctx.attention_mask), use_cache=True, logits_to_keep=1, return_dict=True)
+        logits = first.logits[rows][:, -1:]
+        if t > 1:
+            cache = first.past_key_values
+            cache.reorder_cache(rows)
+            mask = torch.cat([ctx.attention_mask[rows], torch.ones_like(tgt)], 1)
+            out = gen(input_ids=tgt[:, :-1], attention_mask=mask[:, :-1], position_ids=positions(mask)[:, -t:-1],
+                      past_key_values=cache, use_cache=True, return_dict=True)
+            logits = torch.cat([logits, out.logits], 1)
+    return logits.view(b, h, k, t, -1)

@@ -1,0 +1,75 @@
+"""The OneGen index folder and recall evaluation, the CLI commands, and (slow) the real SmolLM2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.onegen.helpers import DOCS
+from unirag.corpus import Passage
+
+
+def test_index_folder_and_recall(onegen_model, tmp_path):
+    from unirag.index import Index
+    from unirag.onegen.evaluate import build_onegen_index, onegen_recall, recall
+
+    passages = [Passage(id=k, title=k, text=v.split(". ", 1)[1]) for k, v in DOCS.items()]
+    folder = build_onegen_index(onegen_model, passages, tmp_path / "idx", batch_size=2, progress=False,
+                                encoder_name="onegen:tiny")
+    index = Index.load(folder)
+    assert len(index) == 5 and index.manifest.encoder == "onegen:tiny"
+    vec = onegen_model.embed_documents([p.contents for p in passages])
+    assert np.allclose(index.reconstruct(np.arange(5)), vec, atol=1e-6)
+    res = onegen_recall(onegen_model, folder, ["Which river flows through Cairo?"], ["Nile"], ks=(1, 5))
+    assert res["recall@5"] == 1.0 and res["recall@1"] in (0.0, 1.0)
+    assert recall([["a", "b"], ["c", "a"]], ["a", "a"], ks=(1, 2)) == {"recall@1": 0.5, "recall@2": 1.0}
+
+
+def test_cli_data_and_train(tmp_path, tiny_dir):
+    from typer.testing import CliRunner
+
+    import unirag.cli.onegen_train  # noqa: F401  (registers the commands)
+    from unirag.cli.groups import app
+    from tests.onegen.test_data import HOTPOT
+
+    (tmp_path / "h.json").write_text(json.dumps(HOTPOT))
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", "onegen-data", "--source", "hotpotqa", "--input", str(tmp_path / "h.json"),
+                            "--out", str(tmp_path / "d"), "--negatives", "1"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["retrievals"] == 2
+    cfg = {"train_file": str(tmp_path / "d" / "train.jsonl"), "docs_file": str(tmp_path / "d" / "docs.jsonl"),
+           "model": {"base_model": str(tiny_dir), "max_doc_tokens": 16}, "lora": None,
+           "output_dir": str(tmp_path / "out"), "checkpoint_dir": str(tmp_path / "ck"), "max_steps": 2,
+           "batch_size": 1, "log_every": 1}
+    import yaml
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = runner.invoke(app, ["train", "onegen", "--config", str(tmp_path / "c.yaml")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "onegen_config.json").is_file()
+    bad = dict(cfg, lora={"rank": 4})
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    r = runner.invoke(app, ["train", "onegen", "--config", str(tmp_path / "bad.yaml")])
+    assert r.exit_code != 0 and "rank" in str(r.exception)
+
+
+@pytest.mark.slow
+def test_smollm2_labels_and_vectors():
+    from unirag.onegen.collator import IGNORE, encode_example
+    from unirag.onegen.config import OneGenConfig
+    from unirag.onegen.data import parse_example
+    from unirag.onegen.model import OneGenModel
+
+    model = OneGenModel.from_base(OneGenConfig(max_doc_tokens=32))
+    row = {"messages": [{"role": "user", "content": "Which river flows through Cairo?"},
+                        {"role": "assistant", "content": "[RQ]<passage>Nile. The Nile is a river.</passage>The Nile"}],
+           "retrievals": [{"positives": ["Nile"]}]}
+    enc = encode_example(parse_example(row, model.config, {"Nile": "x"}, "m"), model.tokenizer, model.config)
+    kept = model.tokenizer.decode([i for i, lab in zip(enc.input_ids, enc.labels) if lab != IGNORE])
+    assert kept == "[RQ]The Nile<|im_end|>"
+    v = model.embed_documents(["Nile. The Nile is a river."])
+    q = model.query_vectors([model.chat_prompt("Which river flows through Cairo?", "[RQ]")])
+    assert v.shape == q.shape == (1, 576)

@@ -1,0 +1,125 @@
+"""Entity linking: the mention-data rules, span parsing, metrics, the linker and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from unirag.onegen.linking import (EntityLinker, LinkedSpan, Mention, TitleMatcher, find_mentions, linking_examples,
+                                   linking_scores, mark, parse_links)
+
+TITLES = ["Leonardo da Vinci", "Mona Lisa", "Florence", "Rain", "Paris", "Paris (mythology)", "Alien (film)",
+          "Alien (law)", "Apollo 11", "Moon", "the"]
+
+
+def test_title_matcher_rules():
+    m = TitleMatcher(TITLES)
+    text = ("Leonardo da Vinci painted the Mona Lisa in Florence. Douglas Rain lived in Paris and "
+            "Paris. Alien is ambiguous; Apollo 11 went to the Moon.")
+    found = find_mentions(text, m, own_title="Moon")
+    assert [(x.surface, x.entity) for x in found] == [
+        ("Leonardo da Vinci", "Leonardo da Vinci"), ("Mona Lisa", "Mona Lisa"), ("Florence", "Florence"),
+        ("Paris", "Paris"), ("Apollo 11", "Apollo 11")]
+    assert all(text[x.start : x.end] == x.surface for x in found)
+    assert mark("Mona Lisa in Paris.", find_mentions("Mona Lisa in Paris.", m), "[RM]") == \
+        "<m>Mona Lisa[RM] in <m>Paris[RM]."
+    assert [x.entity for x in TitleMatcher(["Alien (film)"]).find("The Alien is here.")] == ["Alien (film)"]
+
+
+def test_examples_follow_the_onegen_schema():
+    from unirag.onegen.config import OneGenConfig
+    from unirag.onegen.data import parse_example
+
+    summaries = {t: {"extract": f"{t} is linked to Mona Lisa and Florence.", "description": "d"} for t in TITLES}
+    rows = linking_examples(summaries, split="train", heldout_fraction=0.0)
+    assert rows and all(r["retrievals"] for r in rows)
+    for r in rows:
+        ex = parse_example({k: r[k] for k in ("id", "messages", "retrievals")}, OneGenConfig(), summaries, "t")
+        assert [x.role for x in ex.retrievals] == ["mention"] * len(r["mentions"])
+        assert [x.positives[0] for x in ex.retrievals] == [m["entity"] for m in r["mentions"]]
+    assert linking_examples(summaries, split="heldout", heldout_fraction=0.0) == []
+
+
+def test_parse_links_aligns_surfaces(tiny_onegen):
+    from unirag.onegen.engine import Output, Retrieval
+
+    tok = tiny_onegen.tokenizer
+    text = "The Mona Lisa is in Paris, near Paris."
+    marked = "The <m>Mona Lisa[RM] is in <m>Paris[RM], near <m>Paris[RM]."
+    ids = tok(marked, add_special_tokens=False)["input_ids"]
+    rm = tok.convert_tokens_to_ids("[RM]")
+    steps = [i for i, t in enumerate(ids) if t == rm]
+    trace = [Retrieval(s, 0, [e, "x"], [0.9, 0.1], []) for s, e in zip(steps, ["Mona Lisa", "Paris", "Paris"])]
+    out = Output(0, "", "", ids, ids, trace, "stop")
+    spans = parse_links(text, out, tok)
+    assert [(s.start, s.end, s.surface, s.entity) for s in spans] == [
+        (4, 13, "Mona Lisa", "Mona Lisa"), (20, 25, "Paris", "Paris"), (32, 37, "Paris", "Paris")]
+    assert spans[0].candidates == [("x", 0.1)]
+
+
+def test_linking_scores():
+    gold = [[Mention(0, 5, "Paris", "Paris"), Mention(10, 15, "Rome", "Rome")], [Mention(0, 4, "Nile", "Nile")]]
+    pred = [[LinkedSpan(0, 5, "Paris", "Paris", 0.9), LinkedSpan(10, 15, "Rome", "Roma", 0.5),
+             LinkedSpan(20, 22, "xx", "X", 0.1)], []]
+    m = linking_scores(pred, gold)
+    assert m["precision"] == pytest.approx(100 / 3) and m["recall"] == pytest.approx(100 / 3)
+    assert m["mention_precision"] == pytest.approx(200 / 3) and m["mention_recall"] == pytest.approx(200 / 3)
+    assert m["disambiguation_accuracy"] == pytest.approx(50.0)
+
+
+def test_entity_index_and_linker(eager_linker_dir, tmp_path):
+    from unirag.onegen.docindex import OneGenIndex
+    from unirag.onegen.linking import build_entity_index
+    from unirag.onegen.model import OneGenModel
+
+    og = OneGenModel.from_pretrained(eager_linker_dir)
+    kb = {t: {"extract": f"{t} is an entity.", "description": "a thing"} for t in TITLES}
+    folder = build_entity_index(tmp_path / "kb", og, name="eager", progress=False, summaries=kb)
+    index = OneGenIndex.load(folder)
+    assert index.index.manifest.encoder_info["role"] == "entity"
+    assert index.store.get("Mona Lisa").contents == "Mona Lisa. a thing. Mona Lisa is an entity."
+    linker = EntityLinker(og, index, candidates=3, max_mentions=4)
+    spans = linker.link(["Mona Lisa is in Paris.", "Rain"], batch_size=2)
+    assert [len(s) for s in spans] == [4, 4]  # the eager model emits the mention token until banned
+    for s in spans[0]:
+        assert s.entity in kb and len(s.candidates) == 2 and s.score >= s.candidates[0][1]
+
+
+def test_cli_link_and_index(eager_linker_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from unirag.cli.app import app
+
+    runner = CliRunner()
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": t, "title": t, "text": f"About {t}."}) + "\n" for t in TITLES))
+    res = runner.invoke(app, ["index", "onegen", str(tmp_path / "idx"), "--corpus", str(corpus),
+                              "--model", str(eager_linker_dir)])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["encoder"].startswith("onegen:model@") and manifest["count"] == len(TITLES)
+    res = runner.invoke(app, ["link", "Mona Lisa is in Paris.", "--model", str(eager_linker_dir),
+                              "--index", str(tmp_path / "idx"), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["text"] == "Mona Lisa is in Paris." and data["entities"]
+    assert all(e["entity"] in TITLES for e in data["entities"])
+
+
+def test_cli_eval_linking(eager_linker_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from unirag.cli.app import app
+
+    kb = tmp_path / "kb.jsonl"
+    kb.write_text("".join(json.dumps({"id": t, "title": t, "text": f"About {t}."}) + "\n" for t in TITLES))
+    runner = CliRunner()
+    assert runner.invoke(app, ["index", "onegen", str(tmp_path / "kb"), "--corpus", str(kb),
+                               "--model", str(eager_linker_dir)]).exit_code == 0
+    res = runner.invoke(app, ["eval", "linking", "--limit", "2", "--model", str(eager_linker_dir),
+                              "--index", str(tmp_path / "kb"), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["n_docs"] == 2 and report["n_gold"] > 0 and report["n_pred"] > 0
+    assert 0 <= report["f1"] <= 100 and "disambiguation_accuracy" in report

@@ -1,0 +1,185 @@
+"""Decoding: beam search with one document equals the generator's own, thorough scores equal a
+brute-force scoring of every hypothesis, fast scores follow the paper's approximation, and the
+outputs match the transformers RAG implementation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_bart, tiny_llama
+
+from unirag.rag import decoding as D
+from unirag.rag import marginals as M
+from unirag.rag.inputs import Contexts
+
+EOS, PAD, BOS = 2, 0, 1
+
+
+def _contexts(kind: str, b: int, k: int, seed: int = 0, length: int = 9) -> Contexts:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(6, 100, (b * k, length), generator=g)
+    mask = torch.ones_like(ids)
+    if kind == "causal":                 # ragged prompts, left-padded
+        for r in range(0, b * k, 2):
+            ids[r, :3], mask[r, :3] = PAD, 0
+    return Contexts(ids, mask, k, kind == "seq2seq")
+
+
+def _model(kind):
+    return tiny_bart() if kind == "seq2seq" else tiny_llama()
+
+
+def _own_generate(gen, ctx, **kw):
+    out = gen.generate(input_ids=ctx.input_ids, attention_mask=ctx.attention_mask, eos_token_id=EOS,
+                       pad_token_id=PAD, **kw)
+    out = out[:, 1:] if ctx.is_seq2seq else out[:, ctx.input_ids.shape[1]:]
+    return [D._trim(r, EOS, PAD) for r in out.tolist()]
+
+
+@pytest.mark.parametrize("kind", ["seq2seq", "causal"])
+def test_one_document_beam_and_greedy_equal_generator(kind):
+    gen = _model(kind)
+    ctx = _contexts(kind, 4, 1)
+    ds = torch.zeros(4, 1)
+    for nb in (1, 3):
+        want = _own_generate(gen, ctx, num_beams=nb, max_new_tokens=8, do_sample=False)
+        if nb == 1:
+            got = D.token_sample(gen, ctx, ds, 8, EOS, PAD).tokens
+        else:
+            got = D.token_beam_search(gen, ctx, ds, nb, 8, EOS, PAD).tokens
+        assert got == want
+
+
+def _brute_ll(gen, ctx, row: int, hyp: list[int]) -> float:
+    """log p(hyp | context row), one plain forward pass without cache."""
+    ids = ctx.input_ids[row : row + 1]
+    mask = ctx.attention_mask[row : row + 1]
+    y = torch.tensor([hyp])
+    with torch.no_grad():
+        if ctx.is_seq2seq:
+            dec = torch.cat([torch.tensor([[gen.config.decoder_start_token_id]]), y[:, :-1]], 1)
+            logits = gen(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits[0]
+        else:
+            keep = mask[0].bool()
+            full = torch.cat([ids[:, keep], y], 1)
+            logits = gen(input_ids=full).logits[0, keep.sum() - 1 : -1]
+    return float(logits.log_softmax(-1).gather(1, y[0][:, None]).sum())
+
+
+@pytest.mark.parametrize("kind", ["seq2seq", "causal"])
+def test_thorough_scores_equal_brute_force(kind):
+    gen = _model(kind)
+    b, k, nb = 2, 3, 2
+    ctx = _contexts(kind, b, k, seed=1)
+    ds = torch.randn(b, k, generator=torch.Generator().manual_seed(2))
+    out = D.sequence_thorough(gen, ctx, ds, nb, 6, EOS, PAD, bos_token_id=None, num_return_sequences=k * nb)
+    n = len(out.tokens) // b
+    doc_lp = ds.log_softmax(-1)
+    for i in range(b):
+        brute = []
+        for hyp in out.tokens[i * n : (i + 1) * n]:
+            if not hyp:                       # padding slot of a question with fewer unique hypotheses
+                brute.append(float("-inf"))
+                continue
+            lls = torch.tensor([_brute_ll(gen, ctx, i * k + z, hyp) for z in range(k)])
+            brute.append(float((doc_lp[i] + lls).logsumexp(0)))
+        got = out.scores[i * n : (i + 1) * n]
+        finite = torch.isfinite(got)
+        torch.testing.assert_close(got[finite], torch.tensor(brute)[finite], rtol=1e-4, atol=1e-4)
+        assert got[0] == got[finite].max()
+
+
+@pytest.mark.parametrize("kind,nb", [("seq2seq", 2), ("causal", 2), ("causal", 1)])
+def test_fast_scores_use_only_producing_documents(kind, nb):
+    gen = _model(kind)
+    b, k = 2, 3
+    ctx = _contexts(kind, b, k, seed=3)
+    ds = torch.randn(b, k, generator=torch.Generator().manual_seed(4))
+    out = D.sequence_fast(gen, ctx, ds, nb, 6, EOS, PAD, num_return_sequences=k * nb)
+    beams = _own_generate(gen, ctx, num_beams=nb, num_return_sequences=nb, max_new_tokens=6, do_sample=False)
+    n = len(out.tokens) // b
+    for i in range(b):
+        for hyp, score in zip(out.tokens[i * n : (i + 1) * n], out.scores[i * n : (i + 1) * n]):
+            if not torch.isfinite(score):
+                continue
+            docs = [z for z in range(k) if hyp in beams[(i * k + z) * nb : (i * k + z + 1) * nb]]
+            want = torch.tensor([float(ds[i].log_softmax(-1)[z]) + _brute_ll(gen, ctx, i * k + z, hyp)
+                                 for z in docs]).logsumexp(0)
+            assert float(score) == pytest.approx(float(want), abs=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["seq2seq", "causal"])
+def test_token_beam_scores_are_length_normalised_marginals(kind):
+    gen = _model(kind)
+    b, k = 2, 3
+    ctx = _contexts(kind, b, k, seed=5)
+    ds = torch.randn(b, k, generator=torch.Generator().manual_seed(6))
+    out = D.token_beam_search(gen, ctx, ds, 3, 7, EOS, PAD)
+    target, mask, _ = D.pad_hypotheses([[t] for t in out.tokens], PAD, EOS, "cpu")
+    with torch.no_grad():
+        from unirag.rag.scoring import context_logits
+
+        logits = context_logits(gen, ctx, target[:, 0])[:, 0]
+    nll = M.rag_token_nll_reference(logits, ds, target[:, 0], mask[:, 0])
+    lens = mask[:, 0].sum(-1).float()
+    torch.testing.assert_close(out.scores, -nll / lens, rtol=1e-4, atol=1e-4)
+
+
+def test_greedy_picks_argmax_of_marginal_each_step():
+    gen = _model("seq2seq")
+    ctx = _contexts("seq2seq", 2, 3, seed=7)
+    ds = torch.randn(2, 3)
+    out = D.token_sample(gen, ctx, ds, 5, EOS, PAD)
+    from unirag.rag.scoring import context_logits
+
+    for i, toks in enumerate(out.tokens):
+        with torch.no_grad():
+            logits = context_logits(gen, Contexts(ctx.input_ids[i * 3:(i + 1) * 3], ctx.attention_mask[i * 3:(i + 1) * 3],
+                                                  3, True), torch.tensor([toks]))[0, 0]
+        marg = (logits.log_softmax(-1) + ds[i].log_softmax(-1)[:, None, None]).logsumexp(0)
+        assert marg.argmax(-1).tolist() == toks
+
+
+def test_sampling_is_seeded_and_respects_top_k():
+    gen = _model("causal")
+    ctx = _contexts("causal", 2, 2, seed=8)
+    ds = torch.randn(2, 2)
+    a = D.token_sample(gen, ctx, ds, 6, EOS, PAD, True, 1.0, generator=torch.Generator().manual_seed(0)).tokens
+    b = D.token_sample(gen, ctx, ds, 6, EOS, PAD, True, 1.0, generator=torch.Generator().manual_seed(0)).tokens
+    c = D.token_sample(gen, ctx, ds, 6, EOS, PAD, True, 1.0, top_k=1).tokens
+    assert a == b
+    assert c == D.token_sample(gen, ctx, ds, 6, EOS, PAD).tokens
+
+
+def _hf_rag(cls, gen):
+    from transformers import BertConfig
+    from transformers import RagConfig as HFRagConfig
+
+    q = BertConfig(vocab_size=gen.config.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                   intermediate_size=16)
+    from transformers import BertModel
+
+    cfg = HFRagConfig.from_question_encoder_generator_configs(q, gen.config, n_docs=3)
+    return cls(config=cfg, question_encoder=BertModel(q), generator=gen).eval()
+
+
+def test_matches_transformers_rag_token_and_sequence_generate():
+    from transformers import RagSequenceForGeneration, RagTokenForGeneration
+
+    gen = tiny_bart(1)
+    b, k = 3, 3
+    ctx = _contexts("seq2seq", b, k, seed=9)
+    ds = torch.randn(b, k, generator=torch.Generator().manual_seed(10))
+    common = dict(context_input_ids=ctx.input_ids, context_attention_mask=ctx.attention_mask, doc_scores=ds,
+                  n_docs=k, eos_token_id=EOS, pad_token_id=PAD, forced_eos_token_id=None, forced_bos_token_id=None)
+    hf_tok = _hf_rag(RagTokenForGeneration, gen)
+    for nb in (1, 3):
+        want = hf_tok.generate(num_beams=nb, max_length=9, **common)
+        want = [D._trim(r, EOS, PAD) for r in want[:, 1:].tolist()]
+        got = (D.token_sample(gen, ctx, ds, 8, EOS, PAD) if nb == 1
+               else D.token_beam_search(gen, ctx, ds, nb, 8, EOS, PAD)).tokens
+        assert got == want
+    hf_seq = _hf_rag(RagSequenceForGeneration, gen)
+    want = hf_seq.generate(num_beams=2, max_new_tokens=8, **common)
+    want = [D._trim(r, EOS, PAD) for r in want[:, 1:].tolist()]
+    assert D.sequence_thorough(gen, ctx, ds, 2, 8, EOS, PAD, bos_token_id=BOS).tokens == want
