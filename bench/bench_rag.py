@@ -3,8 +3,14 @@
 Correctness first (identical losses to 1e-5, identical greedy / beam / thorough outputs), then
 speed measured side by side in one run (medians of interleaved repeats): RAG-Sequence thorough
 decoding, RAG-Sequence fast decoding, RAG-Token beam search and greedy, one training step
-(question encoder + generator, AdamW). Both sides get the same retrieved contexts and doc scores
-(``context_input_ids`` / ``context_attention_mask`` / ``doc_scores``), as the fair comparison.
+(question encoder + generator, AdamW). Two input settings:
+
+* same tensors (engine only): both sides get the same retrieved contexts and doc scores
+  (``context_input_ids`` / ``context_attention_mask`` / ``doc_scores``), padded to the longest
+  context of the batch, as unirag's ``ContextBuilder`` pads them (``padding=True``);
+* default input preparation: transformers' contexts padded to ``max_combined_length`` (300), as
+  its ``RagRetriever.postprocess_docs`` pads them (``padding="max_length"``); unirag's as above.
+  Outputs and losses must not change with the padding (checked).
 
     python bench/bench_rag.py            # prints a table, writes bench/results/rag.json
 """
@@ -30,7 +36,7 @@ def build(vocab: int, d_model: int, seed: int = 0):
     torch.manual_seed(seed)
     gcfg = BartConfig(vocab_size=vocab, d_model=d_model, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                       decoder_attention_heads=4, encoder_ffn_dim=4 * d_model, decoder_ffn_dim=4 * d_model,
-                      max_position_embeddings=256, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS,
+                      max_position_embeddings=512, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS,
                       decoder_start_token_id=START, forced_eos_token_id=None, forced_bos_token_id=None, init_std=0.2)
     qcfg = BertConfig(vocab_size=vocab, hidden_size=d_model, num_hidden_layers=2, num_attention_heads=4,
                       intermediate_size=4 * d_model)
@@ -54,6 +60,12 @@ def data(b: int, k: int, ctx_len: int, ans_len: int, vocab: int, d_model: int, s
         labels[i, n] = EOS
         labels[i, n + 1:] = PAD
     return q_ids, ctx, torch.ones_like(ctx), doc_vecs, labels
+
+
+def pad_to(ids: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad contexts to ``length`` tokens (what ``padding="max_length"`` produces)."""
+    extra = length - ids.shape[1]
+    return (torch.nn.functional.pad(ids, (0, extra), value=PAD), torch.nn.functional.pad(mask, (0, extra), value=0))
 
 
 def trim(rows: list[list[int]]) -> list[list[int]]:
@@ -95,7 +107,7 @@ def main() -> None:
     from unirag.rag import decoding as D
     from unirag.rag import marginals as M
     from unirag.rag.inputs import Contexts
-    from unirag.rag.scoring import context_logits
+    from unirag.rag.scoring import context_logits, context_token_logprobs
 
     qenc, gen, hf_tok, hf_seq = build(a.vocab, a.d_model)
     b, k = a.batch, a.docs
@@ -105,6 +117,7 @@ def main() -> None:
         q = qenc(q_ids).last_hidden_state[:, 0]
         ds = torch.einsum("bd,bkd->bk", q, doc_vecs)
     target, mask = M.hf_targets(labels, PAD)
+    p_ids, p_mask = pad_to(c_ids, c_mask, hf_tok.config.max_combined_length)   # transformers' default padding
     report: dict = {"config": vars(a), "correctness": {}, "speed": {}}
 
     # ---------------------------------------------------------------- correctness: losses
@@ -133,7 +146,17 @@ def main() -> None:
                 ref64 = hf_seq.get_nll(l64.flatten(0, 1), d64, labels, epsilon=eps, exclude_bos_score=excl, n_docs=k)
                 c[f"sequence_loss_fp64_absdiff_eps{eps}_exclbos{excl}"] = float(
                     (ref64 - M.rag_sequence_nll(l64, d64, target, mask, eps, excl)).abs().max())
-    hf_tok.config.label_smoothing = hf_seq.config.label_smoothing = 0.0
+        hf_tok.config.label_smoothing = hf_seq.config.label_smoothing = 0.0
+        tok_lp = context_token_logprobs(gen, ctx, target, mask)                # the training path
+        ht = hf_tok(context_input_ids=c_ids, context_attention_mask=c_mask, doc_scores=ds, labels=labels,
+                    n_docs=k, reduce_loss=False).loss
+        hp = hf_tok(context_input_ids=p_ids, context_attention_mask=p_mask, doc_scores=ds, labels=labels,
+                    n_docs=k, reduce_loss=False).loss
+        c["token_loss_train_path_reldiff"] = rel(M.rag_token_nll_from_logprobs(tok_lp, ds, mask), ht)
+        c["token_loss_hf_padded_vs_unpadded_reldiff"] = rel(hp, ht)
+        hs = hf_seq(context_input_ids=c_ids, context_attention_mask=c_mask, doc_scores=ds, labels=labels,
+                    n_docs=k, reduce_loss=False).loss
+        c["sequence_loss_train_path_reldiff"] = rel(M.rag_sequence_nll_from_logprobs(tok_lp, ds, mask), hs)
 
     # ---------------------------------------------------------------- correctness: decoding outputs
     common = dict(context_input_ids=c_ids, context_attention_mask=c_mask, doc_scores=ds, n_docs=k,
@@ -145,6 +168,14 @@ def main() -> None:
 
     def hf_beam():
         return hf_tok.generate(num_beams=nb, max_length=T + 1, **common)
+
+    padded = {**common, "context_input_ids": p_ids, "context_attention_mask": p_mask}
+
+    def hf_greedy_padded():
+        return hf_tok.generate(num_beams=1, max_length=T + 1, **padded)
+
+    def hf_beam_padded():
+        return hf_tok.generate(num_beams=nb, max_length=T + 1, **padded)
 
     def hf_thorough():
         return hf_seq.generate(num_beams=nb, max_new_tokens=T, **common)
@@ -166,6 +197,8 @@ def main() -> None:
             "token_greedy": trim(hf_greedy()[:, 1:].tolist()) == our_greedy().tokens,
             "token_beam": trim(hf_beam()[:, 1:].tolist()) == our_beam().tokens,
             "sequence_thorough": trim(hf_thorough()[:, 1:].tolist()) == our_thorough().tokens,
+            "token_greedy_hf_padded": trim(hf_greedy_padded()[:, 1:].tolist()) == our_greedy().tokens,
+            "token_beam_hf_padded": trim(hf_beam_padded()[:, 1:].tolist()) == our_beam().tokens,
         }
         fast = our_fast().tokens
         same["sequence_fast_agrees_with_thorough"] = sum(x == y for x, y in zip(fast, our_thorough().tokens)) / b
@@ -175,16 +208,18 @@ def main() -> None:
     with torch.no_grad():
         dec = median_times({"hf_thorough": hf_thorough, "our_thorough": our_thorough, "our_fast": our_fast,
                             "hf_token_beam": hf_beam, "our_token_beam": our_beam,
-                            "hf_token_greedy": hf_greedy, "our_token_greedy": our_greedy}, a.repeats)
+                            "hf_token_greedy": hf_greedy, "our_token_greedy": our_greedy,
+                            "hf_token_beam_padded": hf_beam_padded, "hf_token_greedy_padded": hf_greedy_padded},
+                           a.repeats)
 
     # ---------------------------------------------------------------- speed: one training step
     opt_hf = torch.optim.AdamW(list(qenc.parameters()) + list(gen.parameters()), lr=1e-5)
 
-    def step_hf():
+    def step_hf(ids=c_ids, am=c_mask):
         qenc.train(), gen.train()
         qv = qenc(q_ids).last_hidden_state[:, 0]
         scores = torch.einsum("bd,bkd->bk", qv, doc_vecs)
-        loss = hf_tok(context_input_ids=c_ids, context_attention_mask=c_mask, doc_scores=scores, labels=labels,
+        loss = hf_tok(context_input_ids=ids, context_attention_mask=am, doc_scores=scores, labels=labels,
                       n_docs=k, reduce_loss=True).loss
         loss.backward()
         opt_hf.step()
@@ -194,17 +229,17 @@ def main() -> None:
         qenc.train(), gen.train()
         qv = qenc(q_ids).last_hidden_state[:, 0]
         scores = torch.einsum("bd,bkd->bk", qv, doc_vecs)
-        lg = context_logits(gen, ctx, target)[:, 0]
-        loss = M.rag_token_nll(lg, scores, target, mask, reduction="sum")
+        tok = context_token_logprobs(gen, ctx, target, mask)
+        loss = M.rag_token_nll_from_logprobs(tok, scores, mask, reduction="sum")
         loss.backward()
         opt_hf.step()
         opt_hf.zero_grad()
 
-    def step_hf_seq():
+    def step_hf_seq(ids=c_ids, am=c_mask):
         qenc.train(), gen.train()
         qv = qenc(q_ids).last_hidden_state[:, 0]
         scores = torch.einsum("bd,bkd->bk", qv, doc_vecs)
-        loss = hf_seq(context_input_ids=c_ids, context_attention_mask=c_mask, doc_scores=scores, labels=labels,
+        loss = hf_seq(context_input_ids=ids, context_attention_mask=am, doc_scores=scores, labels=labels,
                       n_docs=k, reduce_loss=True).loss
         loss.backward()
         opt_hf.step()
@@ -214,14 +249,16 @@ def main() -> None:
         qenc.train(), gen.train()
         qv = qenc(q_ids).last_hidden_state[:, 0]
         scores = torch.einsum("bd,bkd->bk", qv, doc_vecs)
-        lg = context_logits(gen, ctx, target)[:, 0]
-        loss = M.rag_sequence_nll(lg, scores, target, mask, reduction="sum")
+        tok = context_token_logprobs(gen, ctx, target, mask)
+        loss = M.rag_sequence_nll_from_logprobs(tok, scores, mask, reduction="sum")
         loss.backward()
         opt_hf.step()
         opt_hf.zero_grad()
 
     tr = median_times({"hf_train_token": step_hf, "our_train_token": step_ours,
-                       "hf_train_sequence": step_hf_seq, "our_train_sequence": step_ours_seq}, a.repeats)
+                       "hf_train_sequence": step_hf_seq, "our_train_sequence": step_ours_seq,
+                       "hf_train_token_padded": lambda: step_hf(p_ids, p_mask),
+                       "hf_train_sequence_padded": lambda: step_hf_seq(p_ids, p_mask)}, a.repeats)
     med = {**dec, **tr}
     rows = [
         ("RAG-Sequence thorough decoding", "hf_thorough", "our_thorough", 3.0),
@@ -231,6 +268,10 @@ def main() -> None:
         ("RAG-Token greedy", "hf_token_greedy", "our_token_greedy", None),
         ("training step, RAG-Token loss", "hf_train_token", "our_train_token", 1.3),
         ("training step, RAG-Sequence loss", "hf_train_sequence", "our_train_sequence", None),
+        ("default inputs: RAG-Token beam search", "hf_token_beam_padded", "our_token_beam", 1.5),
+        ("default inputs: RAG-Token greedy", "hf_token_greedy_padded", "our_token_greedy", None),
+        ("default inputs: training step, RAG-Token loss", "hf_train_token_padded", "our_train_token", 1.3),
+        ("default inputs: training step, RAG-Sequence", "hf_train_sequence_padded", "our_train_sequence", None),
     ]
     report["median_seconds"] = med
     print(f"\nconfig: {json.dumps(vars(a))}\n")

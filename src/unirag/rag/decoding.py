@@ -30,12 +30,13 @@ class Stepper:
         self.gen, self.ctx, self.cache = gen, ctx, None
 
     def first(self) -> torch.Tensor:
-        """Log-probs ``[B*K, V]`` of the first answer token under every context."""
+        """Logits ``[B*K, V]`` (float) of the first answer token under every context."""
         g, c = self.gen, self.ctx
         if c.is_seq2seq:
             self.hidden = g.get_encoder()(input_ids=c.input_ids, attention_mask=c.attention_mask,
                                           return_dict=True).last_hidden_state
-            self.mask = c.attention_mask
+            # no padding in any context: no cross-attention mask to build, expand and reorder per step
+            self.mask = None if bool(c.attention_mask.all()) else c.attention_mask
             start = torch.full((c.input_ids.shape[0], 1), decoder_start_id(g), dtype=torch.long,
                                device=c.input_ids.device)
             out = g(encoder_outputs=(self.hidden,), attention_mask=self.mask, decoder_input_ids=start,
@@ -47,7 +48,7 @@ class Stepper:
             out = g(input_ids=c.input_ids, attention_mask=self.mask, position_ids=pos, use_cache=True,
                     logits_to_keep=1, return_dict=True)
         self.cache = out.past_key_values
-        return out.logits[:, -1].float().log_softmax(-1)
+        return out.logits[:, -1].float()
 
     def reorder(self, idx: torch.Tensor, same_context: bool = False) -> None:
         """Select / repeat rows (expansion to several beams). ``same_context``: every row keeps its
@@ -58,14 +59,15 @@ class Stepper:
             self_cache.reorder_cache(idx)
             return
         self.cache.reorder_cache(idx)
-        self.mask = self.mask[idx]
+        if self.mask is not None:
+            self.mask = self.mask[idx]
         if self.ctx.is_seq2seq:
             self.hidden = self.hidden[idx]
         else:
             self.next_pos = self.next_pos[idx]
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed one token per row; log-probs ``[rows, V]`` of the next one."""
+        """Feed one token per row; logits ``[rows, V]`` (float) of the next one."""
         g = self.gen
         if self.ctx.is_seq2seq:
             out = g(encoder_outputs=(self.hidden,), attention_mask=self.mask, decoder_input_ids=tokens[:, None],
@@ -76,13 +78,18 @@ class Stepper:
                     past_key_values=self.cache, use_cache=True, return_dict=True)
             self.next_pos = self.next_pos + 1
         self.cache = out.past_key_values
-        return out.logits[:, -1].float().log_softmax(-1)
+        return out.logits[:, -1].float()
 
 
-def _marginal(lp: torch.Tensor, doc_lp: torch.Tensor, renormalise: bool = True) -> torch.Tensor:
-    """log Σ_z p(z|x) p(v|x,z,y<i): ``lp [B, n, K, V]``, ``doc_lp [B, K]`` -> ``[B, n, V]``
-    (``renormalise``: one more log-softmax, as the reference beam search applies to it)."""
-    marg = (lp + doc_lp[:, None, :, None]).logsumexp(2)
+def _marginal(logits: torch.Tensor, doc_lp: torch.Tensor, renormalise: bool = True) -> torch.Tensor:
+    """log Σ_z p(z|x) p(v|x,z,y<i) from logits ``[B, n, K, V]``, ``doc_lp [B, K]`` -> ``[B, n, V]``
+    (``renormalise``: one more log-softmax, as the reference beam search applies to it).
+
+    log p(v|x,z) = logits - lse_z, so the per-document log-softmax folds into one bias per row
+    (doc_lp - lse_z): no ``[B, n, K, V]`` log-softmax copy; with one document it is just that bias.
+    """
+    bias = doc_lp[:, None, :, None] - logits.logsumexp(-1, keepdim=True)      # [B, n, K, 1]
+    marg = (logits + bias)[:, :, 0] if logits.shape[2] == 1 else (logits + bias).logsumexp(2)
     return marg.log_softmax(-1) if renormalise else marg
 
 
@@ -114,11 +121,11 @@ def token_sample(gen, ctx: Contexts, doc_scores: torch.Tensor, max_new_tokens: i
     b, k = doc_scores.shape
     doc_lp = doc_scores.float().log_softmax(-1)
     st = Stepper(gen, ctx)
-    lp = st.first()
-    done = torch.zeros(b, dtype=torch.bool, device=lp.device)
-    out, score = [], torch.zeros(b, device=lp.device)
+    logits = st.first()
+    done = torch.zeros(b, dtype=torch.bool, device=logits.device)
+    out, score = [], torch.zeros(b, device=logits.device)
     for _ in range(max_new_tokens):
-        marg = _marginal(lp.view(b, 1, k, -1), doc_lp, renormalise=False)[:, 0]
+        marg = _marginal(logits.view(b, 1, k, -1), doc_lp, renormalise=False)[:, 0]
         if do_sample:
             probs = _filter(marg / max(temperature, 1e-6), top_k, top_p).softmax(-1)
             tok = torch.multinomial(probs, 1, generator=generator)[:, 0]
@@ -130,7 +137,7 @@ def token_sample(gen, ctx: Contexts, doc_scores: torch.Tensor, max_new_tokens: i
         done = done | tok.eq(eos_token_id)
         if bool(done.all()):
             break
-        lp = st.step(tok.repeat_interleave(k))
+        logits = st.step(tok.repeat_interleave(k))
     seqs = torch.stack(out, 1).tolist()
     return Decoded([_trim(s, eos_token_id, pad_token_id) for s in seqs], score)
 
@@ -145,11 +152,11 @@ def token_beam_search(gen, ctx: Contexts, doc_scores: torch.Tensor, num_beams: i
     nb, t = num_beams, max_new_tokens
     doc_lp = doc_scores.float().log_softmax(-1)
     st = Stepper(gen, ctx)
-    lp = st.first()
-    dev = lp.device
+    logits = st.first()
+    dev = logits.device
     expand = context_rows(b, nb, k, dev)
     st.reorder(expand)
-    lp = lp[expand]
+    logits = logits[expand]
     keep = 2 * nb
     top_mask = torch.arange(keep, device=dev) < nb
     running = torch.full((b, nb, t), pad_token_id, dtype=torch.long, device=dev)
@@ -161,7 +168,7 @@ def token_beam_search(gen, ctx: Contexts, doc_scores: torch.Tensor, num_beams: i
     open_ = torch.ones(b, 1, dtype=torch.bool, device=dev)
     lengths = torch.zeros(b, nb, dtype=torch.long, device=dev)
     for s in range(t):
-        acc = (_marginal(lp.view(b, nb, k, -1), doc_lp) + run_scores[..., None]).view(b, -1)
+        acc = (_marginal(logits.view(b, nb, k, -1), doc_lp) + run_scores[..., None]).view(b, -1)
         top_v, top_i = acc.topk(keep, -1)
         vocab = acc.shape[-1] // nb
         beam, tok = top_i // vocab, top_i % vocab
@@ -191,7 +198,7 @@ def token_beam_search(gen, ctx: Contexts, doc_scores: torch.Tensor, num_beams: i
         rows = ((torch.arange(b, device=dev)[:, None] * nb + run_beam)[:, :, None] * k
                 + torch.arange(k, device=dev)[None, None, :]).reshape(-1)
         st.reorder(rows, same_context=True)
-        lp = st.step(running[:, :, s].repeat_interleave(k, dim=1).reshape(-1))
+        logits = st.step(running[:, :, s].repeat_interleave(k, dim=1).reshape(-1))
     n = num_return_sequences
     out = [_trim(seqs[i, j, : int(lengths[i, j])].tolist(), eos_token_id, pad_token_id)
            for i in range(b) for j in range(n)]

@@ -139,6 +139,19 @@ def sequence_scores(tok_lp: torch.Tensor, doc_scores: torch.Tensor, mask: torch.
     return _f(doc_scores).log_softmax(-1) + tok[..., int(exclude_bos):].sum(-1)
 
 
+def rag_token_nll_from_logprobs(tok_lp: torch.Tensor, doc_scores: torch.Tensor, mask: torch.Tensor,
+                                reduction: Reduction = "none") -> torch.Tensor:
+    """RAG-Token NLL (no label smoothing) from token log-probs ``[B, K, T]``
+    (e.g. :func:`unirag.rag.scoring.context_token_logprobs`)."""
+    return _reduce(-(rag_token_marginal(tok_lp, doc_scores) * mask.float()).sum(-1), reduction)
+
+
+def rag_sequence_nll_from_logprobs(tok_lp: torch.Tensor, doc_scores: torch.Tensor, mask: torch.Tensor,
+                                   exclude_bos: bool = False, reduction: Reduction = "none") -> torch.Tensor:
+    """RAG-Sequence NLL (no label smoothing) from token log-probs ``[B, K, T]``."""
+    return _reduce(-sequence_scores(tok_lp, doc_scores, mask, exclude_bos).logsumexp(1), reduction)
+
+
 def hf_targets(labels: torch.Tensor, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(target, mask)`` from decoder ``labels`` as ``transformers``' RAG uses them: the labels shifted
     left by one, padded with ``pad_token_id``, masked where the target is the pad token."""

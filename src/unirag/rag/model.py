@@ -18,7 +18,7 @@ from unirag.corpus.passage import Passage
 from unirag.rag import marginals as M
 from unirag.rag.config import RagConfig
 from unirag.rag.inputs import ContextBuilder, Contexts
-from unirag.rag.scoring import context_logits
+from unirag.rag.scoring import context_logits, context_token_logprobs
 
 CONFIG_FILE = "rag_config.json"
 
@@ -153,11 +153,17 @@ class RagModel(torch.nn.Module):
         ctx = self.contexts(questions, retrieved.passages)
         target, mask = self.builder.answers(answers)
         target, mask = target.to(ctx.input_ids.device), mask.to(ctx.input_ids.device)
-        logits = context_logits(self.generator, ctx, target)[:, 0]            # [B, K, T, V]
-        ds = retrieved.doc_scores.to(logits.device)
+        ds = retrieved.doc_scores.to(ctx.input_ids.device)
         c = self.config
-        if (variant or c.variant) == "sequence":
-            excl = c.exclude_bos_score and self._starts_with_bos(target)
+        sequence = (variant or c.variant) == "sequence"
+        excl = sequence and c.exclude_bos_score and self._starts_with_bos(target)
+        if not c.label_smoothing:   # lean pass: LM head and log-softmax on the answer tokens only
+            tok = context_token_logprobs(self.generator, ctx, target, mask)
+            loss = (M.rag_sequence_nll_from_logprobs(tok, ds, mask, excl, reduction) if sequence
+                    else M.rag_token_nll_from_logprobs(tok, ds, mask, reduction))
+            return RagOutput(loss, ds, tok.detach(), target, mask, retrieved)
+        logits = context_logits(self.generator, ctx, target)[:, 0]            # [B, K, T, V]
+        if sequence:
             loss = M.rag_sequence_nll(logits, ds, target, mask, c.label_smoothing, excl, reduction)
         else:
             loss = M.rag_token_nll(logits, ds, target, mask, c.label_smoothing, reduction)

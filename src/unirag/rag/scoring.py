@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from unirag.rag.inputs import Contexts
@@ -31,6 +33,18 @@ def context_rows(b: int, h: int, k: int, device: torch.device | str) -> torch.Te
     return (bb * k + kk).expand(b, h, k).reshape(-1)
 
 
+@contextmanager
+def _head_on(gen, select: torch.Tensor | None):
+    """Run the generator's LM head only on the hidden states at ``select`` (a boolean mask over the
+    head's ``[rows, T]`` input positions), so that it returns logits ``[n_selected, V]``."""
+    head = gen.get_output_embeddings()
+    hook = head.register_forward_pre_hook(lambda mod, args: (args[0][select],) + tuple(args[1:]))
+    try:
+        yield
+    finally:
+        hook.remove()
+
+
 def context_logits(gen, ctx: Contexts, target: torch.Tensor) -> torch.Tensor:
     """Logits ``[B, H, K, T, V]`` predicting each ``target [B, H, T]`` (or ``[B, T]``: ``H = 1``)
     token under each of the K contexts of its question; position t predicts ``target[..., t]``.
@@ -42,9 +56,48 @@ def context_logits(gen, ctx: Contexts, target: torch.Tensor) -> torch.Tensor:
     if target.dim() == 2:
         target = target[:, None]
     b, h, t = target.shape
+    return _logits(gen, ctx, target).view(b, h, ctx.n_docs, t, -1)
+
+
+def context_token_logprobs(gen, ctx: Contexts, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log p(target_t | x, z, y<t) ``[B, K, T]`` for a ``[B, T]`` target, 0 where ``mask`` is False.
+
+    The training pass: trailing columns masked in every row are not run, and the LM head and the
+    log-softmax see only the unmasked positions (``[n_valid, V]`` logits instead of ``[B, K, T, V]``).
+    Equal to ``gather(log_softmax(context_logits(...)))`` on the unmasked positions.
+    """
+    from unirag.rag.marginals import gather_log_softmax
+
+    b, t_full = target.shape
+    k = ctx.n_docs
+    cols = mask.any(0).nonzero()
+    t = int(cols.max()) + 1 if len(cols) else 1
+    tgt = target[:, None, :t]
+    sel = mask[:, None, None, :t].expand(b, 1, k, t).reshape(b * k, t)     # rows (b, k), as _logits lays them out
+    valid = _logits(gen, ctx, tgt, sel)                                     # [n_valid, V]
+    ids = tgt[:, :, None, :].expand(b, 1, k, t).reshape(b * k, t)[sel]
+    lp = gather_log_softmax(valid, ids[:, None])[:, 0]
+    out = lp.new_zeros(b * k, t).masked_scatter(sel, lp)
+    return torch.nn.functional.pad(out, (0, t_full - t)).view(b, k, t_full)
+
+
+def _logits(gen, ctx: Contexts, target: torch.Tensor, select: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits ``[B*H*K, T, V]`` for ``target [B, H, T]`` (rows (b, h, k)); with ``select`` (bool
+    ``[B*H*K, T]``) only the selected positions' logits ``[n_selected, V]``."""
+    b, h, t = target.shape
     k = ctx.n_docs
     rows = context_rows(b, h, k, target.device)
     tgt = target[:, :, None, :].expand(b, h, k, t).reshape(-1, t)      # [B*H*K, T]
+    if select is None or gen.get_output_embeddings() is None or not (ctx.is_seq2seq or h == 1):
+        logits = _run(gen, ctx, tgt, rows, h, t)
+        return logits if select is None else logits[select]
+    head_select = select if ctx.is_seq2seq else torch.cat([select, select.new_zeros(len(select), 1)], 1)
+    with _head_on(gen, head_select):                                  # decoder-only: the head sees T + 1 positions
+        return _run(gen, ctx, tgt, rows, h, t)
+
+
+def _run(gen, ctx: Contexts, tgt: torch.Tensor, rows: torch.Tensor, h: int, t: int) -> torch.Tensor:
+    """The generator pass behind :func:`_logits`."""
     if ctx.is_seq2seq:
         enc = gen.get_encoder()(input_ids=ctx.input_ids, attention_mask=ctx.attention_mask, return_dict=True)
         hidden = enc.last_hidden_state[rows]
@@ -58,7 +111,7 @@ def context_logits(gen, ctx: Contexts, target: torch.Tensor) -> torch.Tensor:
         mask = torch.cat([ctx.attention_mask[rows], torch.ones_like(tgt)], 1)
         out = gen(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=False,
                   logits_to_keep=t + 1, return_dict=True)
-        logits = out.logits[:, :-1]
+        logits = out.logits if out.logits.dim() == 2 else out.logits[:, :-1]
     else:
         first = gen(input_ids=ctx.input_ids, attention_mask=ctx.attention_mask,
                     position_ids=positions(ctx.attention_mask), use_cache=True, logits_to_keep=1, return_dict=True)
@@ -70,4 +123,4 @@ def context_logits(gen, ctx: Contexts, target: torch.Tensor) -> torch.Tensor:
             out = gen(input_ids=tgt[:, :-1], attention_mask=mask[:, :-1], position_ids=positions(mask)[:, -t:-1],
                       past_key_values=cache, use_cache=True, return_dict=True)
             logits = torch.cat([logits, out.logits], 1)
-    return logits.view(b, h, k, t, -1)
+    return logits
