@@ -183,3 +183,32 @@ def test_matches_transformers_rag_token_and_sequence_generate():
     want = hf_seq.generate(num_beams=2, max_new_tokens=8, **common)
     want = [D._trim(r, EOS, PAD) for r in want[:, 1:].tolist()]
     assert D.sequence_thorough(gen, ctx, ds, 2, 8, EOS, PAD, bos_token_id=BOS).tokens == want
+
+
+@pytest.mark.parametrize("kind", ["seq2seq", "causal"])
+def test_training_token_logprobs_equal_full_logits(kind):
+    """The lean training pass (LM head on answer tokens only, trailing pad columns not run) gives the
+    same token log-probs, losses and gradients as the full ``[B, K, T, V]`` logits."""
+    from unirag.rag.scoring import context_logits, context_token_logprobs
+
+    gen = _model(kind)
+    b, k = 3, 2
+    ctx = _contexts(kind, b, k, seed=11)
+    if kind == "seq2seq":                        # ragged contexts, right-padded
+        ctx.attention_mask[1, -4:], ctx.input_ids[1, -4:] = 0, PAD
+    target = torch.randint(6, 100, (b, 6), generator=torch.Generator().manual_seed(12))
+    mask = torch.ones_like(target, dtype=torch.bool)
+    mask[0, 3:], mask[1, 5:], mask[2, 4:] = False, False, False     # column 5 masked everywhere: trimmed
+    ds = torch.randn(b, k, generator=torch.Generator().manual_seed(13))
+    full = M.token_logprobs(context_logits(gen, ctx, target)[:, 0], target, ds) * mask[:, None, :]
+    lean = context_token_logprobs(gen, ctx, target, mask)
+    torch.testing.assert_close(lean, full, rtol=1e-5, atol=1e-5)
+    for loss_fn in (lambda t: M.rag_token_nll_from_logprobs(t, ds, mask, reduction="sum"),
+                    lambda t: M.rag_sequence_nll_from_logprobs(t, ds, mask, reduction="sum")):
+        grads = []
+        for tok in (lambda: M.token_logprobs(context_logits(gen, ctx, target)[:, 0], target, ds),
+                    lambda: context_token_logprobs(gen, ctx, target, mask)):
+            gen.zero_grad()
+            loss_fn(tok()).backward()
+            grads.append(torch.cat([p.grad.flatten() for p in gen.parameters() if p.grad is not None]))
+        torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)

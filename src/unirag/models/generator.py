@@ -12,10 +12,13 @@ from unirag.models.registry import load_error, resolve_model
 
 def quiet_transformers() -> None:
     """Silence transformers' per-load progress bars and advisory warnings."""
+    import warnings
+
     from transformers.utils import logging
 
     logging.disable_progress_bar()
     logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def load_causal_lm(name: str, dtype: str = "float32", device: str = "cpu"):
