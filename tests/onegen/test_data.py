@@ -73,7 +73,7 @@ HOTPOT = [{
 
 @pytest.mark.parametrize("name", ["hotpot.json", "2wiki.jsonl"])
 def test_multihop_converter(tmp_path, name):
-    from unirag.data.converters import convert_multihop
+    from unirag.onegen.converters import convert_multihop
 
     src = tmp_path / name
     src.write_text(json.dumps(HOTPOT) if name.endswith(".json") else json.dumps(HOTPOT[0] | {"evidences": []}) + "\n")
@@ -89,7 +89,7 @@ def test_multihop_converter(tmp_path, name):
 
 
 def test_multihop_converter_rejects_unknown_fact(tmp_path):
-    from unirag.data.converters import convert_multihop
+    from unirag.onegen.converters import convert_multihop
 
     bad = [dict(HOTPOT[0], supporting_facts=[["Atlantis", 0]])]
     (tmp_path / "h.json").write_text(json.dumps(bad))
@@ -98,7 +98,7 @@ def test_multihop_converter_rejects_unknown_fact(tmp_path):
 
 
 def test_selfrag_converter(tmp_path):
-    from unirag.data.converters import convert_selfrag
+    from unirag.onegen.converters import convert_selfrag
 
     rows = [{"id": "s1", "instruction": "Who directed Alien?", "input": "",
              "output": "[Retrieval]<paragraph>Alien is a 1979 film directed by Ridley Scott.</paragraph>[Relevant]"

@@ -54,7 +54,7 @@ def test_run_onegen_qa_traces_and_recall(eager_onegen, eager_index_dir):
 
 
 def test_baselines_share_the_generator(eager_onegen, tiny_encoder_dir, tmp_path, make_passages):
-    from unirag.eval.onegen_eval import closed_book, pipeline_baseline
+    from unirag.onegen.benchmark import closed_book, pipeline_baseline
     from unirag.retrieval import DenseRetriever
     from unirag.retrieval.build import build_index
 

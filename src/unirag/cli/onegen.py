@@ -127,7 +127,7 @@ def eval_qa(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """EM / F1 / evidence recall on held-out FanOutQA: OneGen vs retrieve-then-read vs closed book."""
-    from unirag.eval.onegen_eval import evaluate_qa
+    from unirag.onegen.benchmark import evaluate_qa
     from unirag.onegen.docindex import resolve_onegen_dir
 
     folder = resolve_onegen_dir(model)

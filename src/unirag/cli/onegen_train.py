@@ -55,14 +55,14 @@ def onegen_data_cmd(
 ) -> None:
     """Build OneGen training data in the documented JSONL schema (docs/onegen.md)."""
     if source == "packaged":
-        from unirag.data.onegen_build import build_onegen_data
+        from unirag.onegen.datasets import build_onegen_data
 
         counts = build_onegen_data(out, n_descriptions=descriptions, passage_words=passage_words,
                                    max_leaves=max_leaves, negatives=negatives)
     elif source in ("hotpotqa", "2wiki", "selfrag"):
         if input is None:
             raise typer.BadParameter(f"--input is required for --source {source}")
-        from unirag.data.converters import convert_multihop, convert_selfrag
+        from unirag.onegen.converters import convert_multihop, convert_selfrag
         from unirag.onegen.data import load_documents, load_examples, write_examples
         from unirag.onegen.mining import mine_bm25_negatives
 

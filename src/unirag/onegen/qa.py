@@ -14,7 +14,7 @@ from typing import Any
 
 from unirag.onegen.engine import EngineModel, OneGenEngine, Output, SamplingParams
 
-PASSAGE_WORDS = 48  # passages are cut like the training data (unirag.data.onegen_build, passage_words)
+PASSAGE_WORDS = 48  # passages are cut like the training data (unirag.onegen.datasets, passage_words)
 _ANSWER_CUE = re.compile(r"(?:final answer|answer)\s*[:：]\s*", re.IGNORECASE)
 
 
