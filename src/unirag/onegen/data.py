@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unirag.corpus.jsonl import iter_jsonl
+from unirag.corpus.passage import CorpusError
 from unirag.onegen.config import OneGenConfig
 
 
-class OneGenDataError(ValueError):
+class OneGenDataError(CorpusError):
     """Invalid OneGen training data; the message names the file, line and field."""
 
 
@@ -130,18 +132,14 @@ def load_examples(path: str | os.PathLike, config: OneGenConfig | None = None,
     """Read and validate a OneGen JSONL file; ``docs`` (id → text) checks every document id."""
     config = config or OneGenConfig()
     path = Path(path)
-    if not path.is_file():
-        raise OneGenDataError(f"{path}: no such file")
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise OneGenDataError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+    try:
+        for lineno, row in iter_jsonl(path):
             out.append(parse_example(row, config, docs, f"{path}:{lineno}"))
+    except OneGenDataError:
+        raise
+    except CorpusError as exc:  # bad JSON or a missing file, with file and line
+        raise OneGenDataError(str(exc)) from None
     if not out:
         raise OneGenDataError(f"{path}: no examples")
     return out
