@@ -31,7 +31,6 @@ def main() -> None:
 
     from unirag.data import wiki_passages
     from unirag.models import Encoder, resolve_model
-    from unirag.retrieval.build import _encode
 
     torch.set_num_threads(torch.get_num_threads())
     texts = [p.contents for p in wiki_passages()[: args.n]]
@@ -42,7 +41,6 @@ def main() -> None:
     ref = st.encode(texts, batch_size=bs, normalize_embeddings=True, convert_to_numpy=True)
     max_diff = float(np.abs(ours - ref).max())
     med = interleaved({
-        "unirag_index_build_path": lambda: _encode(enc, texts, bs, True, None),
         "unirag_encode_sorted": lambda: enc.encode(texts, batch_size=bs, sort_by_length=True),
         "sentence_transformers": lambda: st.encode(texts, batch_size=bs, normalize_embeddings=True),
         "unirag_encode_unsorted": lambda: enc.encode(texts, batch_size=bs, sort_by_length=False),

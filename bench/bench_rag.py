@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+import sys
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import interleaved  # noqa: E402
 
 EOS, PAD, BOS, START = 2, 1, 0, 2
 
@@ -73,19 +75,6 @@ def trim(rows: list[list[int]]) -> list[list[int]]:
     from unirag.rag.decoding import _trim
 
     return [_trim(r, EOS, PAD) for r in rows]
-
-
-def median_times(fns: dict, repeats: int) -> dict[str, float]:
-    """Interleaved repeats of every function, median seconds each."""
-    times: dict[str, list[float]] = {n: [] for n in fns}
-    for name, fn in fns.items():  # warm-up
-        fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return {n: statistics.median(v) for n, v in times.items()}
 
 
 def main() -> None:
@@ -209,7 +198,7 @@ def main() -> None:
 
     # ---------------------------------------------------------------- speed: decoding
     with torch.no_grad():
-        dec = median_times({"hf_thorough": hf_thorough, "our_thorough": our_thorough, "our_fast": our_fast,
+        dec = interleaved({"hf_thorough": hf_thorough, "our_thorough": our_thorough, "our_fast": our_fast,
                             "hf_token_beam": hf_beam, "our_token_beam": our_beam,
                             "hf_token_greedy": hf_greedy, "our_token_greedy": our_greedy,
                             "hf_token_beam_padded": hf_beam_padded, "hf_token_greedy_padded": hf_greedy_padded},
@@ -258,7 +247,7 @@ def main() -> None:
         opt_hf.step()
         opt_hf.zero_grad()
 
-    tr = median_times({"hf_train_token": step_hf, "our_train_token": step_ours,
+    tr = interleaved({"hf_train_token": step_hf, "our_train_token": step_ours,
                        "hf_train_sequence": step_hf_seq, "our_train_sequence": step_ours_seq,
                        "hf_train_token_padded": lambda: step_hf(p_ids, p_mask),
                        "hf_train_sequence_padded": lambda: step_hf_seq(p_ids, p_mask)}, a.repeats)

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 
+# Importing each module adds its commands to the shared groups.
+import unirag.cli.core  # noqa: F401
+import unirag.cli.evaluate  # noqa: F401
+import unirag.cli.onegen  # noqa: F401
+import unirag.cli.onegen_train  # noqa: F401
+import unirag.cli.rag  # noqa: F401
 from unirag.cli.common import err, known_errors
 from unirag.cli.groups import app
-
-# Each module adds its commands to the shared groups when imported.
-_MODULES = ["unirag.cli.core", "unirag.cli.evaluate", "unirag.cli.onegen_train", "unirag.cli.onegen", "unirag.cli.rag"]
-for _name in _MODULES:
-    try:
-        importlib.import_module(_name)
-    except ModuleNotFoundError as _exc:  # a feature module not present in this build
-        if _exc.name != _name:
-            raise
 
 
 def main() -> None:

@@ -91,17 +91,16 @@ def search(
     from unirag.retrieval import load_retriever
 
     r = load_retriever(_index_dir(index), retriever, encoder=encoder)
-    res = r.search([query], k)
-    hits = [(i + 1, float(s), p) for i, (s, p) in enumerate(zip(res.scores[0], res.passages(0)))]
+    hits = r.search([query], k).hits(0)
     if as_json:
-        print_json({"query": query, "retriever": retriever, "hits": [
-            {"rank": rank, "score": score, "id": p.id, "title": p.title, "text": p.text} for rank, score, p in hits]})
+        print_json({"query": query, "retriever": retriever, "hits": hits})
         return
     table = Table(title=f"{retriever} top-{k}: {query}")
     for col in ("rank", "score", "id", "title", "snippet"):
         table.add_column(col, overflow="fold" if col == "snippet" else "ellipsis")
-    for rank, score, p in hits:
-        table.add_row(str(rank), f"{score:.4f}", p.id, p.title, p.text[:160] + ("…" if len(p.text) > 160 else ""))
+    for h in hits:
+        text = h["text"]
+        table.add_row(str(h["rank"]), f"{h['score']:.4f}", h["id"], h["title"], text[:160] + ("…" if len(text) > 160 else ""))
     out.print(table)
 
 

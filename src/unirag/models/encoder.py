@@ -114,9 +114,10 @@ class Encoder:
         return self.pool(hidden, batch["attention_mask"])
 
     def encode(self, texts: list[str], batch_size: int = 64, sort_by_length: bool = True,
-               progress: bool = False, desc: str = "embedding") -> np.ndarray:
+               progress: bool = False, desc: str = "embedding", bar=None) -> np.ndarray:
         """Float32 vectors ``[len(texts), dim]``; batches are formed from length-sorted texts
-        (less padding) and returned in the input order."""
+        (less padding) and returned in the input order. ``bar``: an open progress bar to advance
+        (for callers that embed in several chunks) instead of a new one."""
         import torch
 
         n = len(texts)
@@ -124,8 +125,8 @@ class Encoder:
         if n == 0:
             return out
         order = np.argsort([-len(t) for t in texts], kind="stable") if sort_by_length else np.arange(n)
-        bar = None
-        if progress:
+        own_bar = bar is None and progress
+        if own_bar:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=n, desc=desc, unit=" texts")
@@ -138,7 +139,7 @@ class Encoder:
                 out[idx] = vecs.float().cpu().numpy()
                 if bar is not None:
                     bar.update(len(idx))
-        if bar is not None:
+        if own_bar:
             bar.close()
         self.model.train(was_training)
         return out

@@ -35,6 +35,11 @@ class SearchResult:
             raise ValueError("this result carries no doc store")
         return [self.store[int(r)] for r in self.rows[i] if r >= 0]
 
+    def hits(self, i: int) -> list[dict]:
+        """Query ``i``'s hits as JSON-ready dicts: rank, score, id, title, text."""
+        return [{"rank": rank, "score": float(s), "id": p.id, "title": p.title, "text": p.text}
+                for rank, (s, p) in enumerate(zip(self.scores[i], self.passages(i)), 1)]
+
 
 @runtime_checkable
 class Retriever(Protocol):

@@ -82,7 +82,7 @@ def build_index(
             with _faiss_threads(factory, deterministic):
                 for start in range(0, len(store), CHUNK):
                     texts = [store[r].contents for r in range(start, min(start + CHUNK, len(store)))]
-                    vecs = _encode(encoder, texts, batch_size, sort_by_length, bar)
+                    vecs = encoder.encode(texts, batch_size=batch_size, sort_by_length=sort_by_length, bar=bar)
                     index.add(vecs)
             if bar is not None:
                 bar.close()
@@ -99,20 +99,6 @@ def build_index(
             m.files = {p.relative_to(tmp).as_posix(): sha256_file(p)
                        for p in sorted(tmp.rglob("*")) if p.is_file()}
             m.save(tmp / MANIFEST_FILE)
-    return out
-
-
-def _encode(encoder, texts, batch_size, sort_by_length, bar):
-    import numpy as np
-
-    order = np.argsort([-len(t) for t in texts], kind="stable") if sort_by_length else np.arange(len(texts))
-    out = np.zeros((len(texts), encoder.dim), dtype=np.float32)
-    step = batch_size * 8
-    for s in range(0, len(texts), step):
-        idx = order[s : s + step]
-        out[idx] = encoder.encode([texts[i] for i in idx], batch_size=batch_size, sort_by_length=False)
-        if bar is not None:
-            bar.update(len(idx))
     return out
 
 

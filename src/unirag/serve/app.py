@@ -48,9 +48,7 @@ def create_app(retrievers: dict[str, Any], generator_name: str = "smollm2-135m-i
     @app.post("/search")
     def search(req: SearchRequest) -> dict:
         res = pick(req.retriever).search([req.query], req.k)
-        hits = [{"rank": i + 1, "score": float(s), "id": p.id, "title": p.title, "text": p.text}
-                for i, (s, p) in enumerate(zip(res.scores[0], res.passages(0)))]
-        return {"query": req.query, "retriever": req.retriever, "hits": hits}
+        return {"query": req.query, "retriever": req.retriever, "hits": res.hits(0)}
 
     @app.post("/ask")
     def ask(req: AskRequest) -> dict:
