@@ -52,13 +52,16 @@ def onegen_data_cmd(
     passage_words: int = typer.Option(32, help="packaged: words of each inserted passage."),
     max_leaves: int = typer.Option(2, help="packaged: FanOutQA sub-questions per example."),
     negatives: int = typer.Option(3, help="BM25 hard negatives per retrieval."),
+    linking: int = typer.Option(0, help="packaged: entity-linking training documents mixed in (0 = none)."),
+    leaves: bool = typer.Option(False, help="packaged: add single-hop examples from the FanOutQA sub-questions."),
 ) -> None:
     """Build OneGen training data in the documented JSONL schema (docs/onegen.md)."""
     if source == "packaged":
         from unirag.onegen.datasets import build_onegen_data
 
         counts = build_onegen_data(out, n_descriptions=descriptions, passage_words=passage_words,
-                                   max_leaves=max_leaves, negatives=negatives)
+                                   max_leaves=max_leaves, negatives=negatives, linking=linking,
+                                   leaves=leaves)
     elif source in ("hotpotqa", "2wiki", "selfrag"):
         if input is None:
             raise typer.BadParameter(f"--input is required for --source {source}")

@@ -73,7 +73,7 @@ def answer_questions(model: RagModel, questions: list[str], variant: str | None 
         if attribution:
             uniq = [[s] for s in out.tokens]
             target, mask, _ = D.pad_hypotheses(uniq, pad, eos, ds.device)
-            tok_lp = D.hypothesis_logprobs(g, ctx, target)[:, 0] * mask[:, 0, None, :]
+            tok_lp = D.hypothesis_logprobs(g, ctx, target, mask)[:, 0]
             tpost = A.token_posteriors(tok_lp, ds)
             spost = A.sequence_posterior(tok_lp, ds, mask[:, 0])
         prior = ds.float().softmax(-1)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from unirag.rag.inputs import Contexts
-from unirag.rag.scoring import context_logits, context_rows, decoder_start_id, positions
+from unirag.rag.scoring import context_logits, context_rows, decoder_start_id, positions, selected_logits
 
 
 @dataclass
@@ -247,9 +247,13 @@ def pad_hypotheses(uniq: list[list[list[int]]], pad: int, eos: int, device) -> t
     return target.to(device), mask.to(device), valid.to(device)
 
 
-def hypothesis_logprobs(gen, ctx: Contexts, target: torch.Tensor, max_elems: int = 1 << 27) -> torch.Tensor:
+def hypothesis_logprobs(gen, ctx: Contexts, target: torch.Tensor, mask: torch.Tensor | None = None,
+                        max_elems: int = 1 << 27) -> torch.Tensor:
     """log p(y_i|x,z,y<i) ``[B, H, K, T]`` of every hypothesis under every document, batched over
-    questions (chunks bounded by ``max_elems`` logits)."""
+    questions (chunks bounded by ``max_elems`` logits). With ``mask [B, H, T]`` only the unmasked
+    positions reach the LM head and the log-softmax (0 elsewhere), as in the training pass."""
+    from unirag.rag.marginals import gather_log_softmax
+
     b, h, t = target.shape
     k = ctx.n_docs
     per_q = h * k * t * gen.config.get_text_config().vocab_size
@@ -259,9 +263,16 @@ def hypothesis_logprobs(gen, ctx: Contexts, target: torch.Tensor, max_elems: int
         sub = Contexts(ctx.input_ids[s * k:(s + step) * k], ctx.attention_mask[s * k:(s + step) * k], k,
                        ctx.is_seq2seq)
         tg = target[s:s + step]
-        logits = context_logits(gen, sub, tg)
-        idx = tg[:, :, None, :, None].expand(*logits.shape[:4], 1)
-        outs.append(logits.gather(-1, idx).squeeze(-1).float() - logits.float().logsumexp(-1))
+        n = tg.shape[0]
+        if mask is None:
+            logits = context_logits(gen, sub, tg)
+            idx = tg[:, :, None, :, None].expand(*logits.shape[:4], 1)
+            outs.append(logits.gather(-1, idx).squeeze(-1).float() - logits.float().logsumexp(-1))
+            continue
+        sel = mask[s:s + step, :, None, :].expand(n, h, k, t).reshape(-1, t)   # rows (b, h, k)
+        ids = tg[:, :, None, :].expand(n, h, k, t).reshape(-1, t)[sel]
+        lp = gather_log_softmax(selected_logits(gen, sub, tg, sel).float(), ids[:, None])[:, 0]
+        outs.append(lp.new_zeros(n * h * k, t).masked_scatter(sel, lp).view(n, h, k, t))
     return torch.cat(outs, 0)
 
 
@@ -275,7 +286,7 @@ def sequence_thorough(gen, ctx: Contexts, doc_scores: torch.Tensor, num_beams: i
     toks, _ = _doc_beams(gen, ctx, num_beams, max_new_tokens, eos_token_id, pad_token_id)
     uniq, _ = _dedup(toks, b, k * num_beams)
     target, mask, valid = pad_hypotheses(uniq, pad_token_id, eos_token_id, doc_scores.device)
-    tok = hypothesis_logprobs(gen, ctx, target) * mask[:, :, None, :]
+    tok = hypothesis_logprobs(gen, ctx, target, mask)
     if exclude_bos and bos_token_id is not None:
         drop = (target[:, :, 0].eq(bos_token_id) | ~valid).all(-1)           # per question, as the reference
         tok[:, :, :, 0] = torch.where(drop[:, None, None], 0.0, tok[:, :, :, 0])

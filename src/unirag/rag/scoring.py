@@ -96,6 +96,12 @@ def _logits(gen, ctx: Contexts, target: torch.Tensor, select: torch.Tensor | Non
         return _run(gen, ctx, tgt, rows, h, t)
 
 
+def selected_logits(gen, ctx: Contexts, target: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+    """Logits ``[n_selected, V]`` at the ``select`` positions (bool ``[B*H*K, T]``, rows (b, h, k))
+    for ``target [B, H, T]``: the LM head runs only there when the generator allows it."""
+    return _logits(gen, ctx, target, select)
+
+
 def _run(gen, ctx: Contexts, tgt: torch.Tensor, rows: torch.Tensor, h: int, t: int) -> torch.Tensor:
     """The generator pass behind :func:`_logits`."""
     if ctx.is_seq2seq:

@@ -39,6 +39,9 @@ class OneGenTrainConfig(ConfigBase):
     ``max_minutes`` (0 = no limit) stops after the step that crosses the time budget, saves the model
     and a checkpoint there, so running the same recipe again goes on from that step. ``stop_at_step``
     (0 = off) stops the same way at a fixed step, keeping the schedule of ``max_steps``.
+    ``token_learning_rate`` (0 = ``learning_rate``) is the rate of the new OneGen token rows under
+    LoRA: they start far from any hidden state the model produces, so a higher rate lets the model
+    learn to emit them within a short run.
     ``output_dir`` empty means the default model folder (``<cache>/onegen/smollm2-onegen``).
     """
 
@@ -50,6 +53,7 @@ class OneGenTrainConfig(ConfigBase):
     output_dir: str = ""
     checkpoint_dir: str = "runs/onegen/checkpoints"
     learning_rate: float = 2e-4
+    token_learning_rate: float = 0.0
     weight_decay: float = 0.0
     warmup_steps: int = 10
     batch_size: int = 4
@@ -165,7 +169,12 @@ def train_onegen(cfg: OneGenTrainConfig, progress: bool = True) -> dict[str, Any
         say(f"held-out LM loss before: {json.dumps(summary['heldout_lm_before'])}")
     params = [p for p in model.parameters() if p.requires_grad]
     summary["trainable_params"] = sum(p.numel() for p in params)
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    token_params = [p for n, p in model.named_parameters() if p.requires_grad and "trainable_tokens" in n]
+    token_ids = {id(p) for p in token_params}
+    groups = [{"params": [p for p in params if id(p) not in token_ids], "lr": cfg.learning_rate}]
+    if token_params:
+        groups.append({"params": token_params, "lr": cfg.token_learning_rate or cfg.learning_rate})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     per_epoch = math.ceil(len(train) / (cfg.batch_size * acc.num_processes) / cfg.grad_accum)
     total = cfg.max_steps or per_epoch * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg.warmup_steps, total))
