@@ -144,3 +144,28 @@ def test_model_mining_and_contexts(onegen_model, tmp_path):
     for e in ex:
         for r in e.retrievals:
             assert len(r.negatives) >= 2 and not set(r.negatives) & set(r.positives)
+
+
+def test_packaged_sub_question_and_linking_examples():
+    from unirag.data import fanoutqa_split, wiki_passages
+    from unirag.onegen.config import OneGenConfig
+    from unirag.onegen.data import parse_example
+    from unirag.onegen.datasets import ENTITY_PREFIX, leaf_examples, linking_training_examples
+
+    cfg = OneGenConfig()
+    train_q, held_q = fanoutqa_split()
+    corpus = {p.id: p for p in wiki_passages()}
+    held_titles = {leaf.evidence_title for q in held_q for leaf in q.leaves}
+    leaves = leaf_examples(train_q, corpus, cfg, 16, exclude=held_titles)
+    assert leaves and all(ex.retrievals[0].positives[0] not in held_titles for ex in leaves)
+    first = leaves[0].messages[1]["content"]
+    assert first.startswith("[RQ]<passage>") and "</passage>" in first
+    assert len(leaf_examples(train_q, corpus, cfg, 16)) > len(leaves)  # the exclusion removed some
+    examples, docs = linking_training_examples(6, cfg, seed=1)
+    assert len(examples) == 6 and all(k.startswith(ENTITY_PREFIX) for k in docs)
+    for ex in examples:
+        parsed = parse_example(ex.to_dict(), cfg, {k: v[1] for k, v in docs.items()}, "t")
+        assert [r.role for r in parsed.retrievals] == ["mention"] * len(ex.retrievals)
+        assert ex.messages[1]["content"].count("[RM]") == len(ex.retrievals)
+    again, _ = linking_training_examples(6, cfg, seed=1)
+    assert [e.id for e in again] == [e.id for e in examples]

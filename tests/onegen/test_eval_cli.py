@@ -13,11 +13,12 @@ from unirag.corpus import Passage
 
 def test_index_folder_and_recall(onegen_model, tmp_path):
     from unirag.index import Index
-    from unirag.onegen.evaluate import build_onegen_index, onegen_recall, recall
+    from unirag.onegen.docindex import build_onegen_index
+    from unirag.onegen.evaluate import onegen_recall, recall
 
     passages = [Passage(id=k, title=k, text=v.split(". ", 1)[1]) for k, v in DOCS.items()]
-    folder = build_onegen_index(onegen_model, passages, tmp_path / "idx", batch_size=2, progress=False,
-                                encoder_name="onegen:tiny")
+    folder = build_onegen_index(passages, tmp_path / "idx", onegen_model, name="onegen:tiny", batch_size=2,
+                                progress=False)
     index = Index.load(folder)
     assert len(index) == 5 and index.manifest.encoder == "onegen:tiny"
     vec = onegen_model.embed_documents([p.contents for p in passages])

@@ -155,3 +155,18 @@ def test_time_budget_stops_and_rerun_goes_on(tmp_path, tiny_dir):
     assert train_onegen(cfg, progress=False)["steps"] == 2  # already there: nothing more to do
     cfg.stop_at_step = 0
     assert train_onegen(cfg, progress=False)["steps"] == 3
+
+
+def test_token_rows_get_their_own_learning_rate(onegen_model):
+    from unirag.train.onegen import LoraSettings, OneGenTrainConfig, apply_lora, param_groups
+
+    apply_lora(onegen_model, LoraSettings(r=2, target_modules=["q_proj"]))
+    cfg = OneGenTrainConfig(train_file="t", docs_file="d", learning_rate=1e-4, token_learning_rate=3e-3)
+    groups = param_groups(onegen_model, cfg)
+    assert [g["lr"] for g in groups] == [1e-4, 3e-3]
+    rows = len(onegen_model.config.tokens) * onegen_model.hf_model.config.hidden_size
+    assert sum(p.numel() for p in groups[1]["params"]) == rows  # tied embeddings: one set of rows
+    trainable = sum(p.numel() for p in onegen_model.parameters() if p.requires_grad)
+    assert sum(p.numel() for g in groups for p in g["params"]) == trainable
+    cfg.token_learning_rate = 0.0
+    assert [g["lr"] for g in param_groups(onegen_model, cfg)] == [1e-4, 1e-4]

@@ -24,6 +24,7 @@ def load_engine(model: str | Path | None, index: str | Path | None, role: str = 
 
     folder = resolve_onegen_dir(model)
     og = OneGenModel.from_pretrained(folder)
+    og.merge_adapter()  # inference only: LoRA folded into the weights, same outputs, fewer matmuls
     if index is None:
         if progress:
             err.print(f"[dim]OneGen {role} index for {folder} (built on first use: every corpus passage is "
@@ -188,6 +189,7 @@ def index_onegen(
 
     folder = resolve_onegen_dir(model)
     og = OneGenModel.from_pretrained(folder)
+    og.merge_adapter()
     if entities:
         from unirag.onegen.linking import build_entity_index
 

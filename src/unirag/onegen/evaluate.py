@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from unirag.config.fs import atomic_dir
 from unirag.config.paths import cache_dir
 
 
@@ -30,31 +28,6 @@ def default_index_dir(model_dir: str | Path | None = None) -> tuple[Path, str]:
 
     name = model_name(resolve_onegen_dir(model_dir))
     return cache_dir() / "indexes" / f"onegen-document-{name.split('@')[-1]}-wiki", name
-
-
-def build_onegen_index(model: Any, passages: list[Any], out: str | Path, batch_size: int = 32,
-                       progress: bool = True, encoder_name: str = "") -> Path:
-    """Embed ``passages`` (``contents`` + document token) with ``model`` and write an index folder."""
-    from unirag.corpus import DocStore
-    from unirag.index import Index
-
-    t0 = time.time()
-    vecs = model.embed_documents([p.contents for p in passages], batch_size=batch_size, progress=progress)
-    out = Path(out)
-    with atomic_dir(out) as tmp:
-        store = DocStore.build(passages, tmp / "docs")
-        index = Index(vecs.shape[1], "Flat", "ip")
-        index.add(vecs)
-        m = index.manifest
-        m.encoder = encoder_name or f"onegen:{model.config.base_model}"
-        m.encoder_info = {"kind": "onegen", "token": model.config.token("document"),
-                          "max_doc_tokens": model.config.max_doc_tokens, "normalize": True,
-                          "embed_seconds": round(time.time() - t0, 1)}
-        m.corpus_sha256, m.corpus_count = store.checksum, len(store)
-        m.extra = {"kinds": ["dense"]}
-        store.close()
-        index.write_into(tmp)
-    return out
 
 
 def heldout_leaves() -> list[Any]:
@@ -95,6 +68,7 @@ def evaluate(model_dir: str | None = None, index_dir: str | None = None, rebuild
              batch_size: int = 32) -> dict[str, Any]:
     """Build (or reuse) the model's index, then held-out recall of the model and of MiniLM."""
     from unirag.data import wiki_passages
+    from unirag.onegen.docindex import build_onegen_index
     from unirag.onegen.model import OneGenModel
 
     model = OneGenModel.from_pretrained(model_dir)
@@ -102,7 +76,7 @@ def evaluate(model_dir: str | None = None, index_dir: str | None = None, rebuild
     folder, name = default_index_dir(model_dir)
     folder = Path(index_dir) if index_dir else folder
     if rebuild or not (folder / "manifest.json").is_file():
-        build_onegen_index(model, wiki_passages(), folder, batch_size=batch_size, encoder_name=name)
+        build_onegen_index(wiki_passages(), folder, model, name=name, batch_size=batch_size)
     leaves = heldout_leaves()
     questions, gold = [leaf.question for leaf in leaves], [leaf.evidence_title for leaf in leaves]
     return {"n_queries": len(leaves), "corpus": 10033, "index": str(folder),

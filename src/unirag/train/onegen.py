@@ -132,6 +132,18 @@ def heldout_lm_loss(model: Any, encoded: list[Any], collator: Any, batch_size: i
         f"n_{k}": counts[k] for k in counts}
 
 
+def param_groups(model: Any, cfg: OneGenTrainConfig) -> list[dict[str, Any]]:
+    """Optimiser groups: every trainable parameter at ``learning_rate``, except the LoRA model's
+    OneGen token rows (peft trainable tokens), which get ``token_learning_rate`` when it is set."""
+    tokens = [p for n, p in model.named_parameters() if p.requires_grad and "trainable_tokens" in n]
+    seen = {id(p) for p in tokens}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
+    groups = [{"params": rest, "lr": cfg.learning_rate}]
+    if tokens:
+        groups.append({"params": tokens, "lr": cfg.token_learning_rate or cfg.learning_rate})
+    return groups
+
+
 def _schedule(warmup: int, total: int):
     def fn(step: int) -> float:
         if step < warmup:
@@ -169,12 +181,7 @@ def train_onegen(cfg: OneGenTrainConfig, progress: bool = True) -> dict[str, Any
         say(f"held-out LM loss before: {json.dumps(summary['heldout_lm_before'])}")
     params = [p for p in model.parameters() if p.requires_grad]
     summary["trainable_params"] = sum(p.numel() for p in params)
-    token_params = [p for n, p in model.named_parameters() if p.requires_grad and "trainable_tokens" in n]
-    token_ids = {id(p) for p in token_params}
-    groups = [{"params": [p for p in params if id(p) not in token_ids], "lr": cfg.learning_rate}]
-    if token_params:
-        groups.append({"params": token_params, "lr": cfg.token_learning_rate or cfg.learning_rate})
-    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     per_epoch = math.ceil(len(train) / (cfg.batch_size * acc.num_processes) / cfg.grad_accum)
     total = cfg.max_steps or per_epoch * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg.warmup_steps, total))
