@@ -107,6 +107,19 @@ def test_threshold_refuses_and_decoding_continues(tiny_onegen, tiny_index):
     check_consistent(tiny_onegen, out, len(OneGenEngine(tiny_onegen).encode(PROMPTS[1])[0]), params)
 
 
+def test_retrieve_prob_emits_the_query_token_above_the_threshold(tiny_onegen, tiny_index):
+    engine = OneGenEngine(tiny_onegen, tiny_index)
+    always = engine.generate(PROMPTS[0], SamplingParams(max_new_tokens=8, retrieve_prob=0.0, max_retrievals=2))[0]
+    assert [r.step for r in always.trace] == [0, 1]  # every step qualifies until the budget is spent
+    forced = engine.generate(PROMPTS[0], SamplingParams(max_new_tokens=8, force_query_at=(0, 1), max_retrievals=2))[0]
+    assert always.token_ids == forced.token_ids and always.sources == forced.sources
+    never = engine.generate(PROMPTS[0], SamplingParams(max_new_tokens=8, retrieve_prob=1.01))[0]
+    plain = engine.generate(PROMPTS[0], SamplingParams(max_new_tokens=8))[0]
+    assert never.token_ids == plain.token_ids
+    assert engine.model.query_token_id not in OneGenEngine(tiny_onegen).generate(
+        PROMPTS[0], SamplingParams(max_new_tokens=8, retrieve_prob=0.0))[0].token_ids  # no index: no query
+
+
 def test_never_reinserts_a_passage(tiny_onegen, tiny_index):
     params = SamplingParams(max_new_tokens=12, force_query_at=tuple(range(0, 12, 2)), max_retrievals=5, k=1)
     out = OneGenEngine(tiny_onegen, tiny_index).generate(PROMPTS[0], params)[0]

@@ -41,7 +41,8 @@ def load_engine(model: str | Path | None, index: str | Path | None, role: str = 
 
 def ask_onegen(question: str, index: Optional[Path] = None, max_new_tokens: int = 96, as_json: bool = False,
                stream: bool = True, model: str | Path | None = None, k: int = 1, max_retrievals: int = 4,
-               threshold: float | None = None, temperature: float = 0.0) -> dict[str, Any]:
+               threshold: float | None = None, temperature: float = 0.0,
+               retrieve_prob: float | None = None) -> dict[str, Any]:
     """Answer ``question`` with the OneGen engine (retrieval inside generation) and print it:
     streamed text with retrieval events, then the sources with steps and scores; ``as_json``
     prints ``{question, answer, text, sources, trace}`` instead. Returns that dict."""
@@ -50,7 +51,7 @@ def ask_onegen(question: str, index: Optional[Path] = None, max_new_tokens: int 
 
     og, idx, folder = load_engine(model, index, progress=not as_json)
     params = SamplingParams(max_new_tokens=max_new_tokens, k=k, max_retrievals=max_retrievals, threshold=threshold,
-                            temperature=temperature, max_passage_words=PASSAGE_WORDS)
+                            temperature=temperature, max_passage_words=PASSAGE_WORDS, retrieve_prob=retrieve_prob)
     engine = OneGenEngine(og, idx)
     live = stream and not as_json
     passages: dict[str, Any] = {}
@@ -125,6 +126,8 @@ def eval_qa(
                                               "passages, this many in all (default: all 10,033 passages)."),
     retrieve_first: bool = typer.Option(False, "--retrieve-first", help="OneGen emits the query token first "
                                         "(for a model that has not learned when to retrieve)."),
+    retrieve_prob: Optional[float] = typer.Option(None, help="OneGen also retrieves whenever the query token's "
+                                                  "probability reaches this value (adaptive threshold)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """EM / F1 / evidence recall on held-out FanOutQA: OneGen vs retrieve-then-read vs closed book."""
@@ -135,7 +138,7 @@ def eval_qa(
     report = evaluate_qa(folder, kind, limit, [s.strip() for s in systems.split(",") if s.strip()],
                          str(index) if index else None, k, max_retrievals, max_new_tokens, batch_size,
                          progress=not as_json, out_dir=out_dir, corpus_size=corpus_size,
-                         retrieve_first=retrieve_first)
+                         retrieve_first=retrieve_first, retrieve_prob=retrieve_prob)
     if as_json:
         print_json(report)
         return

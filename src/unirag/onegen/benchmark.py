@@ -73,11 +73,13 @@ def evaluate_qa(model_dir: str | os.PathLike | None = None, kind: str = "single"
                 systems: Sequence[str] = ("onegen", "pipeline", "closed_book"), index_dir: str | None = None,
                 k: int = 1, max_retrievals: int = 4, max_new_tokens: int = 64, batch_size: int = 8,
                 pipeline_k: int = 3, progress: bool = True, out_dir: str | os.PathLike | None = None,
-                corpus_size: int | None = None, retrieve_first: bool = False) -> dict[str, Any]:
+                corpus_size: int | None = None, retrieve_first: bool = False,
+                retrieve_prob: float | None = None) -> dict[str, Any]:
     """Run the held-out FanOutQA split (``kind`` ``single`` or ``multi``) through ``systems``
     against the whole corpus (or, with ``corpus_size``, the evidence pages plus random passages,
     ``corpus_size`` in all, for both retrievers); ``retrieve_first`` makes OneGen emit the query
-    token as its first token (for a model that has not learned when to retrieve); returns metrics
+    token as its first token (for a model that has not learned when to retrieve); ``retrieve_prob``
+    emits it whenever its probability reaches that value (``SamplingParams.retrieve_prob``); returns metrics
     per system and writes predictions to ``out_dir``."""
     import json
 
@@ -87,11 +89,13 @@ def evaluate_qa(model_dir: str | os.PathLike | None = None, kind: str = "single"
 
     folder = resolve_onegen_dir(model_dir)
     model = OneGenModel.from_pretrained(folder)
+    model.merge_adapter()  # inference only
     items = fanoutqa_items(kind, "heldout", limit)
     params = SamplingParams(max_new_tokens=max_new_tokens, k=k, max_retrievals=max_retrievals,
-                            max_passage_words=PASSAGE_WORDS, force_query_at=(0,) if retrieve_first else ())
+                            max_passage_words=PASSAGE_WORDS, force_query_at=(0,) if retrieve_first else (),
+                            retrieve_prob=retrieve_prob)
     report: dict[str, Any] = {"model": str(folder), "kind": kind, "n": len(items), "systems": {},
-                              "retrieve_first": retrieve_first,
+                              "retrieve_first": retrieve_first, "retrieve_prob": retrieve_prob,
                               "corpus": f"sample of {corpus_size}" if corpus_size else "all 10,033 passages"}
     sample = corpus_sample(fanoutqa_items(kind, "heldout"), corpus_size) if corpus_size else None
     for system in systems:

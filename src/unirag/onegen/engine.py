@@ -39,8 +39,11 @@ class SamplingParams:
     score is below ``threshold`` inserts nothing and the row goes on from the query step's logits.
     A passage is ``title. text`` cut to ``max_passage_words`` words (`` ...`` appended when cut, as
     in the training data) and to ``max_passage_tokens`` tokens.
-    After ``max_retrievals`` the query token is banned. ``force_query_at`` lists generation steps
-    at which the query token is emitted whatever the logits say (benchmarks, untrained models).
+    After ``max_retrievals`` the query token is banned. ``retrieve_prob`` (Self-RAG's adaptive
+    retrieval threshold) emits the query token whenever its next-token probability reaches that
+    value, even when another token is likelier; ``None`` leaves it to decoding. ``force_query_at``
+    lists generation steps at which the query token is emitted whatever the logits say
+    (benchmarks, untrained models).
     """
 
     max_new_tokens: int = 128
@@ -56,6 +59,7 @@ class SamplingParams:
     max_passage_tokens: int = 256
     max_passage_words: int | None = None
     force_query_at: tuple[int, ...] = ()
+    retrieve_prob: float | None = None
     keep_vectors: bool = False
 
 
@@ -377,7 +381,10 @@ def _next_token(r: _Row, logits: Any, model: EngineModel, index: Any, eos: set[i
     p = r.params
     if len(r.trace) >= p.max_retrievals or index is None:
         logits[model.query_token_id] = float("-inf")
-    if len(r.generated) in p.force_query_at and len(r.trace) < p.max_retrievals:
+    budget = len(r.trace) < p.max_retrievals and index is not None
+    if budget and (len(r.generated) in p.force_query_at or (
+            p.retrieve_prob is not None
+            and float(logits.float().softmax(-1)[model.query_token_id]) >= p.retrieve_prob)):
         t = model.query_token_id
     else:
         t = _sample(logits, p, r.gen)
