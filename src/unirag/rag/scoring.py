@@ -88,6 +88,10 @@ def _logits(gen, ctx: Contexts, target: torch.Tensor, select: torch.Tensor | Non
     k = ctx.n_docs
     rows = context_rows(b, h, k, target.device)
     tgt = target[:, :, None, :].expand(b, h, k, t).reshape(-1, t)      # [B*H*K, T]
+    if select is not None and bool((live := select.any(1)).any()) and not bool(live.all()):
+        rows, tgt, select = rows[live], tgt[live], select[live]          # rows with nothing to score do not run
+    if ctx.is_seq2seq and h > 1:
+        return _seq2seq_shared(gen, ctx, tgt, rows, t, select)
     if select is None or gen.get_output_embeddings() is None or not (ctx.is_seq2seq or h == 1):
         logits = _run(gen, ctx, tgt, rows, h, t)
         return logits if select is None else logits[select]
@@ -100,6 +104,32 @@ def selected_logits(gen, ctx: Contexts, target: torch.Tensor, select: torch.Tens
     """Logits ``[n_selected, V]`` at the ``select`` positions (bool ``[B*H*K, T]``, rows (b, h, k))
     for ``target [B, H, T]``: the LM head runs only there when the generator allows it."""
     return _logits(gen, ctx, target, select)
+
+
+def _seq2seq_shared(gen, ctx: Contexts, tgt: torch.Tensor, rows: torch.Tensor, t: int,
+                    select: torch.Tensor | None) -> torch.Tensor:
+    """Seq2seq scoring of several hypotheses per context: the encoder and the cross-attention keys
+    and values run once per context (a one-token decoder step fills them), are expanded to the
+    hypothesis rows, and the decoder runs each row's ``t`` positions. Same layout as :func:`_logits`."""
+    from transformers import DynamicCache, EncoderDecoderCache
+
+    enc = gen.get_encoder()(input_ids=ctx.input_ids, attention_mask=ctx.attention_mask,
+                            return_dict=True).last_hidden_state
+    mask = None if bool(ctx.attention_mask.all()) else ctx.attention_mask
+    start = torch.full((enc.shape[0], 1), decoder_start_id(gen), dtype=tgt.dtype, device=tgt.device)
+    with _head_on(gen, torch.zeros_like(start, dtype=torch.bool)):   # only the cache is wanted
+        first = gen(encoder_outputs=(enc,), attention_mask=mask, decoder_input_ids=start, use_cache=True,
+                    return_dict=True)
+    cross = first.past_key_values.cross_attention_cache
+    cross.reorder_cache(rows)
+    cache = EncoderDecoderCache(DynamicCache(), cross)
+    dec_in = torch.cat([start[:1].expand(len(tgt), 1), tgt[:, :-1]], 1)
+    kwargs = dict(encoder_outputs=(enc[rows],), attention_mask=None if mask is None else mask[rows],
+                  decoder_input_ids=dec_in, past_key_values=cache, use_cache=True, return_dict=True)
+    if select is None:
+        return gen(**kwargs).logits
+    with _head_on(gen, select):
+        return gen(**kwargs).logits
 
 
 def _run(gen, ctx: Contexts, tgt: torch.Tensor, rows: torch.Tensor, h: int, t: int) -> torch.Tensor:
