@@ -74,3 +74,13 @@ def test_smollm2_labels_and_vectors():
     v = model.embed_documents(["Nile. The Nile is a river."])
     q = model.query_vectors([model.chat_prompt("Which river flows through Cairo?", "[RQ]")])
     assert v.shape == q.shape == (1, 576)
+
+
+def test_training_positives_ignore_entities(tmp_path):
+    from unirag.onegen.evaluate import training_positives
+
+    f = tmp_path / "train.jsonl"
+    rows = [{"retrievals": [{"positives": ["Nile"], "negatives": ["Cairo"]}, {"positives": ["entity:Alien"]}]},
+            {"retrievals": [{"positives": ["Alien (film)", "Nile"]}]}]
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    assert training_positives(f) == {"Nile", "Alien (film)"}

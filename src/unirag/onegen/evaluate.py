@@ -43,30 +43,56 @@ def recall(ranked_ids: list[list[str]], gold: list[str], ks: tuple[int, ...] = (
     return {f"recall@{k}": float(np.mean([g in r[:k] for r, g in zip(ranked_ids, gold)])) for k in ks}
 
 
-def onegen_recall(model: Any, index_dir: str | Path, questions: list[str], gold: list[str],
-                  ks: tuple[int, ...] = (1, 5, 20)) -> dict[str, float]:
-    """Recall of the model's query vectors (``chat_prompt(q, query token)``) against its index."""
+def onegen_ranked(model: Any, index_dir: str | Path, questions: list[str], k: int = 20) -> list[list[str]]:
+    """Top-``k`` ids for each question's query vector (``chat_prompt(q, query token)``)."""
     from unirag.corpus import DocStore
     from unirag.index import Index
 
     index = Index.load(index_dir)
     store = DocStore(Path(index_dir) / "docs")
     q = model.query_vectors([model.chat_prompt(x, model.config.token("query")) for x in questions])
-    _, rows = index.search(q, max(ks))
-    return recall([store.ids(r) for r in rows], gold, ks)
+    _, rows = index.search(q, k)
+    return [store.ids(r) for r in rows]
+
+
+def onegen_recall(model: Any, index_dir: str | Path, questions: list[str], gold: list[str],
+                  ks: tuple[int, ...] = (1, 5, 20)) -> dict[str, float]:
+    """Recall of the model's query vectors (``chat_prompt(q, query token)``) against its index."""
+    return recall(onegen_ranked(model, index_dir, questions, max(ks)), gold, ks)
+
+
+def minilm_ranked(questions: list[str], k: int = 20) -> list[list[str]]:
+    """Top-``k`` ids of all-MiniLM-L6-v2 over the default index."""
+    from unirag.retrieval import ensure_default_index, load_retriever
+
+    return load_retriever(ensure_default_index(), "dense").search(questions, k=k).ids
 
 
 def minilm_recall(questions: list[str], gold: list[str], ks: tuple[int, ...] = (1, 5, 20)) -> dict[str, float]:
     """Recall of all-MiniLM-L6-v2 over the default index on the same questions."""
-    from unirag.retrieval import ensure_default_index, load_retriever
+    return recall(minilm_ranked(questions, max(ks)), gold, ks)
 
-    res = load_retriever(ensure_default_index(), "dense").search(questions, k=max(ks))
-    return recall(res.ids, gold, ks)
+
+def training_positives(train_file: str | Path) -> set[str]:
+    """Document ids that are a retrieval positive of some example in a OneGen training file
+    (entity ids of linking examples excluded)."""
+    import json
+
+    out: set[str] = set()
+    with open(train_file, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                for ret in json.loads(line).get("retrievals", []):
+                    out.update(p for p in ret.get("positives", []) if not p.startswith("entity:"))
+    return out
 
 
 def evaluate(model_dir: str | None = None, index_dir: str | None = None, rebuild: bool = False,
-             batch_size: int = 32) -> dict[str, Any]:
-    """Build (or reuse) the model's index, then held-out recall of the model and of MiniLM."""
+             batch_size: int = 32, train_file: str | None = None) -> dict[str, Any]:
+    """Build (or reuse) the model's index, then held-out recall of the model and of MiniLM; with
+    ``train_file``, also split by whether the gold page was a retrieval positive in training
+    (the FanOutQA split is by top-level question, so held-out sub-questions can share pages with
+    training ones)."""
     from unirag.data import wiki_passages
     from unirag.onegen.docindex import build_onegen_index
     from unirag.onegen.model import OneGenModel
@@ -79,9 +105,16 @@ def evaluate(model_dir: str | None = None, index_dir: str | None = None, rebuild
         build_onegen_index(wiki_passages(), folder, model, name=name, batch_size=batch_size)
     leaves = heldout_leaves()
     questions, gold = [leaf.question for leaf in leaves], [leaf.evidence_title for leaf in leaves]
-    return {"n_queries": len(leaves), "corpus": 10033, "index": str(folder),
-            "onegen": onegen_recall(model, folder, questions, gold),
-            "all-minilm-l6-v2": minilm_recall(questions, gold)}
+    ranked = {"onegen": onegen_ranked(model, folder, questions), "all-minilm-l6-v2": minilm_ranked(questions)}
+    out: dict[str, Any] = {"n_queries": len(leaves), "corpus": 10033, "index": str(folder)}
+    out.update({name: recall(r, gold) for name, r in ranked.items()})
+    if train_file:
+        seen = training_positives(train_file)
+        for label, keep in (("page_seen_in_training", True), ("page_unseen_in_training", False)):
+            sel = [i for i, g in enumerate(gold) if (g in seen) == keep]
+            out[label] = {"n": len(sel)} | {name: recall([r[i] for i in sel], [gold[i] for i in sel])
+                                            for name, r in ranked.items()}
+    return out
 
 
 def main() -> None:
@@ -91,9 +124,11 @@ def main() -> None:
     ap.add_argument("--index", default=None, help="index folder to build or reuse")
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--train-file", default=None,
+                    help="OneGen training file: also report recall split by whether the page was a training positive")
     ap.add_argument("--out", default="runs/onegen/eval.json")
     a = ap.parse_args()
-    res = evaluate(a.model, a.index, a.rebuild, a.batch_size)
+    res = evaluate(a.model, a.index, a.rebuild, a.batch_size, a.train_file)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
