@@ -126,6 +126,7 @@ def eval_qa(
                                               "passages, this many in all (default: all 10,033 passages)."),
     retrieve_first: bool = typer.Option(False, "--retrieve-first", help="OneGen emits the query token first "
                                         "(for a model that has not learned when to retrieve)."),
+    pipeline_k: int = typer.Option(3, help="Passages the retrieve-then-read baseline puts in the prompt."),
     retrieve_prob: Optional[float] = typer.Option(None, help="OneGen also retrieves whenever the query token's "
                                                   "probability reaches this value (adaptive threshold)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -137,7 +138,7 @@ def eval_qa(
     folder = resolve_onegen_dir(model)
     report = evaluate_qa(folder, kind, limit, [s.strip() for s in systems.split(",") if s.strip()],
                          str(index) if index else None, k, max_retrievals, max_new_tokens, batch_size,
-                         progress=not as_json, out_dir=out_dir, corpus_size=corpus_size,
+                         pipeline_k=pipeline_k, progress=not as_json, out_dir=out_dir, corpus_size=corpus_size,
                          retrieve_first=retrieve_first, retrieve_prob=retrieve_prob)
     if as_json:
         print_json(report)

@@ -95,7 +95,7 @@ def evaluate_qa(model_dir: str | os.PathLike | None = None, kind: str = "single"
                             max_passage_words=PASSAGE_WORDS, force_query_at=(0,) if retrieve_first else (),
                             retrieve_prob=retrieve_prob)
     report: dict[str, Any] = {"model": str(folder), "kind": kind, "n": len(items), "systems": {},
-                              "retrieve_first": retrieve_first, "retrieve_prob": retrieve_prob,
+                              "retrieve_first": retrieve_first, "retrieve_prob": retrieve_prob, "pipeline_k": pipeline_k,
                               "corpus": f"sample of {corpus_size}" if corpus_size else "all 10,033 passages"}
     sample = corpus_sample(fanoutqa_items(kind, "heldout"), corpus_size) if corpus_size else None
     for system in systems:
