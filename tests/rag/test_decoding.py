@@ -255,3 +255,25 @@ def test_rows_without_selected_positions_are_skipped_exactly(kind):
         sel = mask[:, :, None, :].expand(b, h, k, t).reshape(-1, t)
         got = selected_logits(gen, ctx, target, sel)
     torch.testing.assert_close(got, full[sel], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["seq2seq", "causal"])
+def test_prefix_shared_scoring_equals_plain(kind):
+    gen = _model(kind)
+    b, h, k, t = 2, 4, 3, 5
+    ctx = _contexts(kind, b, k, seed=10)
+    target = torch.randint(6, 12, (b, h, t), generator=torch.Generator().manual_seed(11))
+    target[:, 1, :3] = target[:, 0, :3]          # shared prefixes within each question
+    target[1, 2] = target[1, 0]                  # and a duplicate
+    mask = torch.ones(b, h, t, dtype=torch.bool)
+    mask[0, 3, 3:] = False
+    with torch.no_grad():
+        plain = D.hypothesis_logprobs(gen, ctx, target, mask, share_prefixes=False)
+        shared = D.hypothesis_logprobs(gen, ctx, target, mask)
+    torch.testing.assert_close(shared, plain, rtol=1e-5, atol=1e-5)
+    ids = torch.tensor([[5, 6, 7], [5, 6, 8], [5, 9, 7], [5, 6, 7]])
+    rep, where = D.prefix_representatives(torch.tensor([0, 0, 0, 1]), ids, torch.ones(4, 3, dtype=torch.bool))
+    # position 0: one state per context (rows 0-2 share, row 3 alone); position 1: prefix (5,) shared
+    # by rows 0-2; position 2: prefixes (5,6) of rows 0-1 shared, (5,9) and row 3's own
+    assert rep.tolist() == [[True, True, True], [False, False, False], [False, False, True], [True, True, True]]
+    assert where.tolist() == [0, 1, 2, 0, 1, 2, 0, 1, 3, 4, 5, 6]

@@ -247,11 +247,40 @@ def pad_hypotheses(uniq: list[list[list[int]]], pad: int, eos: int, device) -> t
     return target.to(device), mask.to(device), valid.to(device)
 
 
+def prefix_representatives(context: torch.Tensor, ids: torch.Tensor, sel: torch.Tensor,
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions with the same context row and the same preceding tokens have the same next-token
+    distribution. For rows ``[N, T]`` of token ``ids`` under ``context [N]`` and the positions
+    ``sel [N, T]`` to score: ``(rep, where)``, ``rep [N, T]`` marking the first selected position of
+    each distinct (context, prefix) and ``where [n_selected]`` the index, among the ``rep``
+    positions in row-major order, of each selected position's representative."""
+    n, t = ids.shape
+    key = context.long()
+    keys = [key]
+    for p in range(1, t):  # key of position p: (key of position p - 1, token p - 1), renumbered
+        key = torch.unique(torch.stack([key, ids[:, p - 1]], 1), dim=0, return_inverse=True)[1]
+        keys.append(key)
+    depth = torch.stack(keys, 1)                                   # [N, T] ids within each depth
+    width = int(depth.max()) + 1
+    uid = (torch.arange(t, device=ids.device)[None, :] * width + depth)[sel]   # row-major, selected
+    uniq, inv = torch.unique(uid, return_inverse=True)
+    first = torch.full((len(uniq),), len(uid), dtype=torch.long, device=ids.device)
+    first.scatter_reduce_(0, inv, torch.arange(len(uid), device=ids.device), "amin")
+    flat = sel.reshape(-1).nonzero()[:, 0]                          # selected -> flat position
+    rep = torch.zeros(n * t, dtype=torch.bool, device=ids.device)
+    rep[flat[first]] = True
+    rank = torch.empty_like(first)
+    rank[first.argsort()] = torch.arange(len(first), device=ids.device)
+    return rep.view(n, t), rank[inv]
+
+
 def hypothesis_logprobs(gen, ctx: Contexts, target: torch.Tensor, mask: torch.Tensor | None = None,
-                        max_elems: int = 1 << 27) -> torch.Tensor:
+                        max_elems: int = 1 << 27, share_prefixes: bool = True) -> torch.Tensor:
     """log p(y_i|x,z,y<i) ``[B, H, K, T]`` of every hypothesis under every document, batched over
     questions (chunks bounded by ``max_elems`` logits). With ``mask [B, H, T]`` only the unmasked
-    positions reach the LM head and the log-softmax (0 elsewhere), as in the training pass."""
+    positions reach the LM head and the log-softmax (0 elsewhere), as in the training pass, and
+    with ``share_prefixes`` once per distinct (document, prefix): hypotheses that share their first
+    tokens share those positions' distributions (:func:`prefix_representatives`)."""
     from unirag.rag.marginals import gather_log_softmax
 
     b, h, t = target.shape
@@ -270,8 +299,14 @@ def hypothesis_logprobs(gen, ctx: Contexts, target: torch.Tensor, mask: torch.Te
             outs.append(logits.gather(-1, idx).squeeze(-1).float() - logits.float().logsumexp(-1))
             continue
         sel = mask[s:s + step, :, None, :].expand(n, h, k, t).reshape(-1, t)   # rows (b, h, k)
-        ids = tg[:, :, None, :].expand(n, h, k, t).reshape(-1, t)[sel]
-        lp = gather_log_softmax(selected_logits(gen, sub, tg, sel).float(), ids[:, None])[:, 0]
+        full = tg[:, :, None, :].expand(n, h, k, t).reshape(-1, t)
+        ids = full[sel]
+        if share_prefixes:  # the LM head and its log-softmax run once per distinct (document, prefix)
+            rep, where = prefix_representatives(context_rows(n, h, k, tg.device), full, sel)
+            logits = selected_logits(gen, sub, tg, rep).float()
+            lp = logits[where, ids] - logits.logsumexp(-1)[where]
+        else:
+            lp = gather_log_softmax(selected_logits(gen, sub, tg, sel).float(), ids[:, None])[:, 0]
         outs.append(lp.new_zeros(n * h * k, t).masked_scatter(sel, lp).view(n, h, k, t))
     return torch.cat(outs, 0)
 
