@@ -207,50 +207,27 @@ def main() -> None:
     # ---------------------------------------------------------------- speed: one training step
     opt_hf = torch.optim.AdamW(list(qenc.parameters()) + list(gen.parameters()), lr=1e-5)
 
-    def step_hf(ids=c_ids, am=c_mask):
+    def step(loss_of):
+        """One training step: question encoder → doc scores → ``loss_of(scores)`` → AdamW."""
         qenc.train(), gen.train()
-        qv = qenc(q_ids).last_hidden_state[:, 0]
-        scores = torch.einsum("bd,bkd->bk", qv, doc_vecs)
-        loss = hf_tok(context_input_ids=ids, context_attention_mask=am, doc_scores=scores, labels=labels,
-                      n_docs=k, reduce_loss=True).loss
-        loss.backward()
+        scores = torch.einsum("bd,bkd->bk", qenc(q_ids).last_hidden_state[:, 0], doc_vecs)
+        loss_of(scores).backward()
         opt_hf.step()
         opt_hf.zero_grad()
 
-    def step_ours():
-        qenc.train(), gen.train()
-        qv = qenc(q_ids).last_hidden_state[:, 0]
-        scores = torch.einsum("bd,bkd->bk", qv, doc_vecs)
-        tok = context_token_logprobs(gen, ctx, target, mask)
-        loss = M.rag_token_nll_from_logprobs(tok, scores, mask, reduction="sum")
-        loss.backward()
-        opt_hf.step()
-        opt_hf.zero_grad()
+    def hf_loss(model, ids, am):
+        return lambda scores: model(context_input_ids=ids, context_attention_mask=am, doc_scores=scores,
+                                    labels=labels, n_docs=k, reduce_loss=True).loss
 
-    def step_hf_seq(ids=c_ids, am=c_mask):
-        qenc.train(), gen.train()
-        qv = qenc(q_ids).last_hidden_state[:, 0]
-        scores = torch.einsum("bd,bkd->bk", qv, doc_vecs)
-        loss = hf_seq(context_input_ids=ids, context_attention_mask=am, doc_scores=scores, labels=labels,
-                      n_docs=k, reduce_loss=True).loss
-        loss.backward()
-        opt_hf.step()
-        opt_hf.zero_grad()
+    def our_loss(nll):
+        return lambda scores: nll(context_token_logprobs(gen, ctx, target, mask), scores, mask, reduction="sum")
 
-    def step_ours_seq():
-        qenc.train(), gen.train()
-        qv = qenc(q_ids).last_hidden_state[:, 0]
-        scores = torch.einsum("bd,bkd->bk", qv, doc_vecs)
-        tok = context_token_logprobs(gen, ctx, target, mask)
-        loss = M.rag_sequence_nll_from_logprobs(tok, scores, mask, reduction="sum")
-        loss.backward()
-        opt_hf.step()
-        opt_hf.zero_grad()
-
-    tr = interleaved({"hf_train_token": step_hf, "our_train_token": step_ours,
-                       "hf_train_sequence": step_hf_seq, "our_train_sequence": step_ours_seq,
-                       "hf_train_token_padded": lambda: step_hf(p_ids, p_mask),
-                       "hf_train_sequence_padded": lambda: step_hf_seq(p_ids, p_mask)}, a.repeats)
+    tr = interleaved({"hf_train_token": lambda: step(hf_loss(hf_tok, c_ids, c_mask)),
+                       "our_train_token": lambda: step(our_loss(M.rag_token_nll_from_logprobs)),
+                       "hf_train_sequence": lambda: step(hf_loss(hf_seq, c_ids, c_mask)),
+                       "our_train_sequence": lambda: step(our_loss(M.rag_sequence_nll_from_logprobs)),
+                       "hf_train_token_padded": lambda: step(hf_loss(hf_tok, p_ids, p_mask)),
+                       "hf_train_sequence_padded": lambda: step(hf_loss(hf_seq, p_ids, p_mask))}, a.repeats)
     med = {**dec, **tr}
     rows = [
         ("RAG-Sequence thorough decoding", "hf_thorough", "our_thorough", 3.0),

@@ -218,7 +218,7 @@ def test_training_token_logprobs_equal_full_logits(kind):
 def test_shared_seq2seq_scoring_equals_per_row_pass(padded):
     """Several hypotheses per context: the encoder / cross-attention / first step shared per
     context give the logits of a plain per-row pass, with and without the head-only selection."""
-    from unirag.rag.scoring import _run, context_rows, selected_logits
+    from unirag.rag.scoring import _run, context_logits, context_rows, per_context, selected_logits
 
     gen = _model("seq2seq")
     b, h, k, t = 2, 3, 2, 5
@@ -230,10 +230,9 @@ def test_shared_seq2seq_scoring_equals_per_row_pass(padded):
     mask = torch.rand(b, h, t, generator=torch.Generator().manual_seed(7)) > 0.3
     with torch.no_grad():
         rows = context_rows(b, h, k, "cpu")
-        tgt = target[:, :, None, :].expand(b, h, k, t).reshape(-1, t)
-        want = _run(gen, ctx, tgt, rows, h, t)                         # per row, no sharing
-        got = D.context_logits(gen, ctx, target).reshape(-1, t, want.shape[-1])
-        sel = mask[:, :, None, :].expand(b, h, k, t).reshape(-1, t)
+        want = _run(gen, ctx, per_context(target, k), rows, h, t)    # per row, no sharing
+        got = context_logits(gen, ctx, target).reshape(-1, t, want.shape[-1])
+        sel = per_context(mask, k)
         got_sel = selected_logits(gen, ctx, target, sel)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(got_sel, want[sel], rtol=1e-4, atol=1e-4)
@@ -241,7 +240,7 @@ def test_shared_seq2seq_scoring_equals_per_row_pass(padded):
 
 @pytest.mark.parametrize("kind", ["seq2seq", "causal"])
 def test_rows_without_selected_positions_are_skipped_exactly(kind):
-    from unirag.rag.scoring import selected_logits
+    from unirag.rag.scoring import context_logits, per_context, selected_logits
 
     gen = _model(kind)
     b, h, k, t = 2, 3, 2, 4
@@ -251,8 +250,8 @@ def test_rows_without_selected_positions_are_skipped_exactly(kind):
     mask[0, 1] = False                       # a padding hypothesis: nothing to score
     mask[1, 2, 2:] = False
     with torch.no_grad():
-        full = D.context_logits(gen, ctx, target).reshape(b * h * k, t, -1)
-        sel = mask[:, :, None, :].expand(b, h, k, t).reshape(-1, t)
+        full = context_logits(gen, ctx, target).reshape(b * h * k, t, -1)
+        sel = per_context(mask, k)
         got = selected_logits(gen, ctx, target, sel)
     torch.testing.assert_close(got, full[sel], rtol=1e-4, atol=1e-4)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from unirag.rag.inputs import Contexts
-from unirag.rag.scoring import context_logits, context_rows, decoder_start_id, positions, selected_logits
+from unirag.rag.scoring import context_rows, decoder_start_id, per_context, positions, selected_logits
 
 
 @dataclass
@@ -274,13 +274,13 @@ def prefix_representatives(context: torch.Tensor, ids: torch.Tensor, sel: torch.
     return rep.view(n, t), rank[inv]
 
 
-def hypothesis_logprobs(gen, ctx: Contexts, target: torch.Tensor, mask: torch.Tensor | None = None,
+def hypothesis_logprobs(gen, ctx: Contexts, target: torch.Tensor, mask: torch.Tensor,
                         max_elems: int = 1 << 27, share_prefixes: bool = True) -> torch.Tensor:
-    """log p(y_i|x,z,y<i) ``[B, H, K, T]`` of every hypothesis under every document, batched over
-    questions (chunks bounded by ``max_elems`` logits). With ``mask [B, H, T]`` only the unmasked
-    positions reach the LM head and the log-softmax (0 elsewhere), as in the training pass, and
-    with ``share_prefixes`` once per distinct (document, prefix): hypotheses that share their first
-    tokens share those positions' distributions (:func:`prefix_representatives`)."""
+    """log p(y_i|x,z,y<i) ``[B, H, K, T]`` of every hypothesis under every document (0 where
+    ``mask [B, H, T]`` is False), batched over questions (chunks bounded by ``max_elems`` logits).
+    Only the unmasked positions reach the LM head and the log-softmax, as in the training pass,
+    and with ``share_prefixes`` once per distinct (document, prefix): hypotheses that share their
+    first tokens share those positions' distributions (:func:`prefix_representatives`)."""
     from unirag.rag.marginals import gather_log_softmax
 
     b, h, t = target.shape
@@ -293,13 +293,7 @@ def hypothesis_logprobs(gen, ctx: Contexts, target: torch.Tensor, mask: torch.Te
                        ctx.is_seq2seq)
         tg = target[s:s + step]
         n = tg.shape[0]
-        if mask is None:
-            logits = context_logits(gen, sub, tg)
-            idx = tg[:, :, None, :, None].expand(*logits.shape[:4], 1)
-            outs.append(logits.gather(-1, idx).squeeze(-1).float() - logits.float().logsumexp(-1))
-            continue
-        sel = mask[s:s + step, :, None, :].expand(n, h, k, t).reshape(-1, t)   # rows (b, h, k)
-        full = tg[:, :, None, :].expand(n, h, k, t).reshape(-1, t)
+        sel, full = per_context(mask[s:s + step], k), per_context(tg, k)     # rows (b, h, k)
         ids = full[sel]
         if share_prefixes:  # the LM head and its log-softmax run once per distinct (document, prefix)
             rep, where = prefix_representatives(context_rows(n, h, k, tg.device), full, sel)

@@ -33,6 +33,13 @@ def context_rows(b: int, h: int, k: int, device: torch.device | str) -> torch.Te
     return (bb * k + kk).expand(b, h, k).reshape(-1)
 
 
+def per_context(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``[B, H, T]`` per-hypothesis rows → ``[B*H*K, T]``, one copy per document, in the (b, h, k)
+    row order of :func:`context_rows`."""
+    b, h, t = x.shape
+    return x[:, :, None, :].expand(b, h, k, t).reshape(-1, t)
+
+
 @contextmanager
 def _head_on(gen, select: torch.Tensor | None):
     """Run the generator's LM head only on the hidden states at ``select`` (a boolean mask over the
@@ -73,9 +80,9 @@ def context_token_logprobs(gen, ctx: Contexts, target: torch.Tensor, mask: torch
     cols = mask.any(0).nonzero()
     t = int(cols.max()) + 1 if len(cols) else 1
     tgt = target[:, None, :t]
-    sel = mask[:, None, None, :t].expand(b, 1, k, t).reshape(b * k, t)     # rows (b, k), as _logits lays them out
+    sel = per_context(mask[:, None, :t], k)                                # rows (b, k), as _logits lays them out
     valid = _logits(gen, ctx, tgt, sel)                                     # [n_valid, V]
-    ids = tgt[:, :, None, :].expand(b, 1, k, t).reshape(b * k, t)[sel]
+    ids = per_context(tgt, k)[sel]
     lp = gather_log_softmax(valid, ids[:, None])[:, 0]
     out = lp.new_zeros(b * k, t).masked_scatter(sel, lp)
     return torch.nn.functional.pad(out, (0, t_full - t)).view(b, k, t_full)
@@ -87,7 +94,7 @@ def _logits(gen, ctx: Contexts, target: torch.Tensor, select: torch.Tensor | Non
     b, h, t = target.shape
     k = ctx.n_docs
     rows = context_rows(b, h, k, target.device)
-    tgt = target[:, :, None, :].expand(b, h, k, t).reshape(-1, t)      # [B*H*K, T]
+    tgt = per_context(target, k)                                       # [B*H*K, T]
     if select is not None and bool((live := select.any(1)).any()) and not bool(live.all()):
         rows, tgt, select = rows[live], tgt[live], select[live]          # rows with nothing to score do not run
     if ctx.is_seq2seq and h > 1:
