@@ -9,12 +9,31 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from unirag.config.base import ConfigBase
 from unirag.config.fs import atomic_dir
+
+
+@dataclass
+class LoraBase(ConfigBase):
+    """peft LoRA settings shared by the trainers: rank, scale, dropout and wrapped modules."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+    def peft_config(self, task_type: str, **extra: Any) -> Any:
+        """The ``peft.LoraConfig`` of these settings (``extra``: further LoraConfig fields)."""
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=list(self.target_modules), task_type=task_type, **extra)
 
 
 def save_checkpoint(folder: str | Path, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any]) -> Path:

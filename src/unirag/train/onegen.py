@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from unirag.config.base import ConfigBase
 from unirag.onegen.config import OneGenConfig, default_onegen_dir
+from unirag.train.common import LoraBase
 
 
 def _lora_targets() -> list[str]:
@@ -22,12 +23,10 @@ def _lora_targets() -> list[str]:
 
 
 @dataclass
-class LoraSettings(ConfigBase):
-    """LoRA on ``target_modules``; the OneGen token rows (input and output) are trained in full."""
+class LoraSettings(LoraBase):
+    """LoRA on the attention and MLP projections; the OneGen token rows (input and output) are
+    trained in full."""
 
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
     target_modules: list[str] = field(default_factory=_lora_targets)
 
 
@@ -76,15 +75,12 @@ class OneGenTrainConfig(ConfigBase):
 def apply_lora(model: Any, settings: LoraSettings) -> None:
     """Wrap ``model.lm`` in a peft LoRA model whose new token rows are trainable (peft trainable
     tokens: only those rows are stored in the adapter, tied input/output embeddings stay tied)."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     emb = model.lm.get_input_embeddings()
     emb_name = next(n for n, m in model.lm.named_modules() if m is emb).split(".")[-1]
     ids = sorted({model.token_id(t.role) for t in model.config.tokens})
-    cfg = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                     target_modules=list(settings.target_modules), trainable_token_indices={emb_name: ids},
-                     task_type="CAUSAL_LM")
-    model.lm = get_peft_model(model.lm, cfg)
+    model.lm = get_peft_model(model.lm, settings.peft_config("CAUSAL_LM", trainable_token_indices={emb_name: ids}))
 
 
 def build_model(cfg: OneGenTrainConfig) -> Any:

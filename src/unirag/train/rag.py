@@ -15,17 +15,15 @@ from pathlib import Path
 
 from unirag.config.base import ConfigBase
 from unirag.rag.config import RagConfig
+from unirag.train.common import LoraBase
 
 
 @dataclass
-class LoraSettings(ConfigBase):
-    """LoRA adapters for the generator (peft); disabled = full fine-tuning."""
+class LoraSettings(LoraBase):
+    """LoRA adapters for the generator (peft) on the query and value projections; ``enabled:
+    false`` = full fine-tuning."""
 
     enabled: bool = True
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
 
 
 @dataclass
@@ -137,12 +135,10 @@ def doc_entropy(doc_scores) -> float:
 
 def apply_lora(model, lora: LoraSettings) -> None:
     """Wrap the generator with LoRA adapters (only they train)."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    task = "SEQ_2_SEQ_LM" if model.is_seq2seq else "CAUSAL_LM"
-    cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                     target_modules=list(lora.target_modules), task_type=task)
-    model.generator = get_peft_model(model.generator, cfg)
+    model.generator = get_peft_model(model.generator,
+                                     lora.peft_config("SEQ_2_SEQ_LM" if model.is_seq2seq else "CAUSAL_LM"))
 
 
 def train_rag(cfg: RagTrainConfig, model=None) -> dict:
