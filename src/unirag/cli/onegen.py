@@ -23,8 +23,7 @@ def load_engine(model: str | Path | None, index: str | Path | None, role: str = 
     from unirag.onegen.model import OneGenModel
 
     folder = resolve_onegen_dir(model)
-    og = OneGenModel.from_pretrained(folder)
-    og.merge_adapter()  # inference only: LoRA folded into the weights, same outputs, fewer matmuls
+    og = OneGenModel.from_pretrained(folder, merge=True)
     if index is None:
         if progress:
             err.print(f"[dim]OneGen {role} index for {folder} (built on first use: every corpus passage is "
@@ -192,8 +191,7 @@ def index_onegen(
     from unirag.onegen.model import OneGenModel
 
     folder = resolve_onegen_dir(model)
-    og = OneGenModel.from_pretrained(folder)
-    og.merge_adapter()
+    og = OneGenModel.from_pretrained(folder, merge=True)
     if entities:
         from unirag.onegen.linking import build_entity_index
 

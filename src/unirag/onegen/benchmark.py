@@ -88,8 +88,7 @@ def evaluate_qa(model_dir: str | os.PathLike | None = None, kind: str = "single"
     from unirag.onegen.qa import fanoutqa_items
 
     folder = resolve_onegen_dir(model_dir)
-    model = OneGenModel.from_pretrained(folder)
-    model.merge_adapter()  # inference only
+    model = OneGenModel.from_pretrained(folder, merge=True)
     items = fanoutqa_items(kind, "heldout", limit)
     params = SamplingParams(max_new_tokens=max_new_tokens, k=k, max_retrievals=max_retrievals,
                             max_passage_words=PASSAGE_WORDS, force_query_at=(0,) if retrieve_first else (),

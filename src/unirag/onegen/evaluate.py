@@ -49,10 +49,13 @@ def onegen_ranked(model: Any, index_dir: str | Path, questions: list[str], k: in
     from unirag.index import Index
 
     index = Index.load(index_dir)
-    store = DocStore(Path(index_dir) / "docs")
     q = model.query_vectors([model.chat_prompt(x, model.config.token("query")) for x in questions])
     _, rows = index.search(q, k)
-    return [store.ids(r) for r in rows]
+    store = DocStore(Path(index_dir) / "docs")
+    try:
+        return [store.ids(r) for r in rows]
+    finally:
+        store.close()
 
 
 def onegen_recall(model: Any, index_dir: str | Path, questions: list[str], gold: list[str],
@@ -68,22 +71,19 @@ def minilm_ranked(questions: list[str], k: int = 20) -> list[list[str]]:
     return load_retriever(ensure_default_index(), "dense").search(questions, k=k).ids
 
 
-def minilm_recall(questions: list[str], gold: list[str], ks: tuple[int, ...] = (1, 5, 20)) -> dict[str, float]:
-    """Recall of all-MiniLM-L6-v2 over the default index on the same questions."""
-    return recall(minilm_ranked(questions, max(ks)), gold, ks)
-
-
 def training_positives(train_file: str | Path) -> set[str]:
     """Document ids that are a retrieval positive of some example in a OneGen training file
     (entity ids of linking examples excluded)."""
     import json
+
+    from unirag.onegen.datasets import ENTITY_PREFIX
 
     out: set[str] = set()
     with open(train_file, encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
                 for ret in json.loads(line).get("retrievals", []):
-                    out.update(p for p in ret.get("positives", []) if not p.startswith("entity:"))
+                    out.update(p for p in ret.get("positives", []) if not p.startswith(ENTITY_PREFIX))
     return out
 
 
@@ -97,8 +97,7 @@ def evaluate(model_dir: str | None = None, index_dir: str | None = None, rebuild
     from unirag.onegen.docindex import build_onegen_index
     from unirag.onegen.model import OneGenModel
 
-    model = OneGenModel.from_pretrained(model_dir)
-    model.merge_adapter()  # same vectors (tested), fewer matmuls
+    model = OneGenModel.from_pretrained(model_dir, merge=True)  # same vectors (tested), fewer matmuls
     folder, name = default_index_dir(model_dir)
     folder = Path(index_dir) if index_dir else folder
     if rebuild or not (folder / "manifest.json").is_file():

@@ -66,9 +66,11 @@ class OneGenModel(nn.Module):
         return cls(lm, tokenizer, config)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "cpu") -> OneGenModel:
+    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "cpu",
+                        merge: bool = False) -> OneGenModel:
         """Load a folder written by :meth:`save_pretrained` (full model or LoRA adapter). Without
-        ``path``: the default trained model, else the packaged adapter."""
+        ``path``: the default trained model, else the packaged adapter. ``merge`` folds a LoRA
+        adapter into the weights (inference: same outputs, fewer matmuls; no longer trainable)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from unirag.models.generator import load_causal_lm, quiet_transformers
@@ -94,7 +96,10 @@ class OneGenModel(nn.Module):
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         lm.to(device).eval()
-        return cls(lm, tokenizer, config)
+        model = cls(lm, tokenizer, config)
+        if merge:
+            model.merge_adapter()
+        return model
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write the model (or LoRA adapter with the new token rows), the tokenizer and the config."""
