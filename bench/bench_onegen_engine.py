@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from unirag.config.paths import cache_dir
-from unirag.onegen.engine import EngineModel, OneGenEngine, SamplingParams, split_lm
+from unirag.models.decoding import EngineModel, Decoder, SamplingParams, split_lm
 
 MAX_PASSAGE = 96
 
@@ -122,7 +122,7 @@ def reference_way(em, index, ids: list[int], params: SamplingParams, candidates:
 
     decoder, _ = split_lm(em.lm)
     tok = em.tokenizer
-    plain = OneGenEngine(em, None)
+    plain = Decoder(em, None)
     text = tok.decode(ids)
     generated: list[int] = []
     inserted: set[int] = set()
@@ -157,10 +157,10 @@ def reference_way(em, index, ids: list[int], params: SamplingParams, candidates:
 
 def two_model_pipeline(em, encoder, mini, index, ids: list[int], params: SamplingParams, rows: list[int]):
     """Separate encoder per hop + prompt rebuilt and prefilled per hop (inserting ``rows``)."""
-    from unirag.onegen.engine import passage_ids
+    from unirag.models.decoding import passage_ids
 
     tok = em.tokenizer
-    plain = OneGenEngine(em, None)
+    plain = Decoder(em, None)
     seq, generated, since = list(ids), [], tok.decode(ids)
     steps = list(params.force_query_at) + [params.max_new_tokens]
     for hop, stop in enumerate(steps):
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     three_hop_q = next(q for q in heldout if len(q.leaves) >= 3).question
     parts = set(args.parts.split(","))
     filler = em.tokenizer(" ".join(index.store[i].contents for i in range(40)), add_special_tokens=False)["input_ids"]
-    engine = OneGenEngine(em, index)
+    engine = Decoder(em, index)
     rep = args.repeats
     gap, lengths, ks = 8, ([0, 256] if args.quick else [0, 256, 768]), ([1, 3] if args.quick else [0, 1, 4])
     results: dict = {"model": em.name, "docs": len(index), "device": f"cpu, {torch.get_num_threads()} torch thread(s)",
@@ -253,13 +253,13 @@ def main(argv: list[str] | None = None) -> int:
             p = SamplingParams(max_new_tokens=gap * (k + 1) + 8, force_query_at=schedule(k, gap), max_retrievals=k,
                                max_passage_tokens=MAX_PASSAGE)
             timed_index = TimedIndex(index)
-            w_og, out = timed(lambda: OneGenEngine(em, timed_index).generate([ids], p)[0], rep)
+            w_og, out = timed(lambda: Decoder(em, timed_index).generate([ids], p)[0], rep)
             c_og = cpu()
             rows = [index.store.row_of(i) for i in out.sources]
-            forced = OneGenEngine(em, ScriptedIndex(index, rows) if rows else None)
+            forced = Decoder(em, ScriptedIndex(index, rows) if rows else None)
             w_tf, out_tf = timed(lambda: forced.generate([ids], p)[0], rep)
             c_tf = cpu()
-            w_og2, _ = timed(lambda: OneGenEngine(em, index).generate([ids], p)[0], rep)  # interleaved re-run
+            w_og2, _ = timed(lambda: Decoder(em, index).generate([ids], p)[0], rep)  # interleaved re-run
             w_og, c_og = min(w_og, w_og2), min(c_og, cpu())
             search_share = timed_index.seconds / rep / w_og
             w_ref, gen_ref = timed(lambda: reference_way(em, index, ids, p, 0), 1) if k else (w_tf, [])

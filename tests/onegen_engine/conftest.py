@@ -28,7 +28,7 @@ def tiny_onegen(tiny_llama_dir):
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     from unirag.onegen.config import OneGenConfig
-    from unirag.onegen.engine import EngineModel
+    from unirag.models.decoding import EngineModel
     from unirag.onegen.tokens import add_special_tokens
 
     torch.manual_seed(0)
@@ -63,11 +63,11 @@ def tiny_index_dir(tmp_path_factory, tiny_onegen) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_index(tiny_index_dir):
-    """The opened index."""
-    from unirag.onegen.docindex import OneGenIndex
+def tiny_index(tiny_index_dir, tiny_onegen):
+    """The opened index: a dense retriever whose embedding function is the tiny model."""
+    from unirag.onegen.docindex import open_onegen_index
 
-    return OneGenIndex.load(tiny_index_dir)
+    return open_onegen_index(tiny_index_dir, tiny_onegen)
 
 
 def _eager_dir(tmp_path_factory, tiny_llama_dir, role: str) -> Path:

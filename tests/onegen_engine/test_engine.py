@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from unirag.onegen.engine import (DoneEvent, OneGenEngine, RetrievalEvent, SamplingParams, TextEvent,
+from unirag.models.decoding import (DoneEvent, Decoder, RetrievalEvent, SamplingParams, TextEvent,
                                   decode, split_lm)
 
 PROMPTS = ["Who painted the Mona Lisa and where?",
@@ -55,7 +55,7 @@ def check_consistent(model, out, prompt_len, params):
 def test_query_vector_and_cache_match_clean_forward(tiny_onegen, tiny_index):
     params = SamplingParams(max_new_tokens=14, force_query_at=(1, 5, 9), max_retrievals=3, k=1,
                             keep_vectors=True)
-    engine = OneGenEngine(tiny_onegen, tiny_index)
+    engine = Decoder(tiny_onegen, tiny_index)
     outs = engine.generate(PROMPTS, params)  # three rows, ragged prompts and passages
     lens = [len(p) for p in engine.encode(PROMPTS)]
     for out, n in zip(outs, lens):
@@ -67,7 +67,7 @@ def test_query_vector_and_cache_match_clean_forward(tiny_onegen, tiny_index):
 
 def test_batched_equals_one_by_one(tiny_onegen, tiny_index):
     params = SamplingParams(max_new_tokens=10, force_query_at=(0, 4), max_retrievals=2, k=2)
-    engine = OneGenEngine(tiny_onegen, tiny_index)
+    engine = Decoder(tiny_onegen, tiny_index)
     batch = engine.generate(PROMPTS, params)
     for i, p in enumerate(PROMPTS):
         single = engine.generate(p, params)[0]
@@ -89,8 +89,8 @@ def count_forwards(model, fn):
 def test_retrieval_adds_only_the_passage_prefill(tiny_onegen, tiny_index):
     n = 12
     forced = SamplingParams(max_new_tokens=n, force_query_at=(2, 6), max_retrievals=2)
-    with_index, out = count_forwards(tiny_onegen, lambda: OneGenEngine(tiny_onegen, tiny_index).generate(PROMPTS[0], forced)[0])
-    without, plain = count_forwards(tiny_onegen, lambda: OneGenEngine(tiny_onegen, None).generate(PROMPTS[0], forced)[0])
+    with_index, out = count_forwards(tiny_onegen, lambda: Decoder(tiny_onegen, tiny_index).generate(PROMPTS[0], forced)[0])
+    without, plain = count_forwards(tiny_onegen, lambda: Decoder(tiny_onegen, None).generate(PROMPTS[0], forced)[0])
     assert len(out.token_ids) == len(plain.token_ids) == n
     assert len(out.trace) == 2
     # plain decoding: one prompt prefill + one forward per generated token but the last
@@ -101,14 +101,14 @@ def test_retrieval_adds_only_the_passage_prefill(tiny_onegen, tiny_index):
 
 def test_threshold_refuses_and_decoding_continues(tiny_onegen, tiny_index):
     params = SamplingParams(max_new_tokens=8, force_query_at=(1,), threshold=1.5, keep_vectors=True)
-    forwards, out = count_forwards(tiny_onegen, lambda: OneGenEngine(tiny_onegen, tiny_index).generate(PROMPTS[1], params)[0])
+    forwards, out = count_forwards(tiny_onegen, lambda: Decoder(tiny_onegen, tiny_index).generate(PROMPTS[1], params)[0])
     assert len(out.trace) == 1 and out.trace[0].inserted == [] and out.trace[0].ids
     assert forwards == 8
-    check_consistent(tiny_onegen, out, len(OneGenEngine(tiny_onegen).encode(PROMPTS[1])[0]), params)
+    check_consistent(tiny_onegen, out, len(Decoder(tiny_onegen).encode(PROMPTS[1])[0]), params)
 
 
 def test_retrieve_prob_emits_the_query_token_above_the_threshold(tiny_onegen, tiny_index):
-    engine = OneGenEngine(tiny_onegen, tiny_index)
+    engine = Decoder(tiny_onegen, tiny_index)
     always = engine.generate(PROMPTS[0], SamplingParams(max_new_tokens=8, retrieve_prob=0.0, max_retrievals=2))[0]
     assert [r.step for r in always.trace] == [0, 1]  # every step qualifies until the budget is spent
     forced = engine.generate(PROMPTS[0], SamplingParams(max_new_tokens=8, force_query_at=(0, 1), max_retrievals=2))[0]
@@ -116,13 +116,13 @@ def test_retrieve_prob_emits_the_query_token_above_the_threshold(tiny_onegen, ti
     never = engine.generate(PROMPTS[0], SamplingParams(max_new_tokens=8, retrieve_prob=1.01))[0]
     plain = engine.generate(PROMPTS[0], SamplingParams(max_new_tokens=8))[0]
     assert never.token_ids == plain.token_ids
-    assert engine.model.query_token_id not in OneGenEngine(tiny_onegen).generate(
+    assert engine.model.query_token_id not in Decoder(tiny_onegen).generate(
         PROMPTS[0], SamplingParams(max_new_tokens=8, retrieve_prob=0.0))[0].token_ids  # no index: no query
 
 
 def test_never_reinserts_a_passage(tiny_onegen, tiny_index):
     params = SamplingParams(max_new_tokens=12, force_query_at=tuple(range(0, 12, 2)), max_retrievals=5, k=1)
-    out = OneGenEngine(tiny_onegen, tiny_index).generate(PROMPTS[0], params)[0]
+    out = Decoder(tiny_onegen, tiny_index).generate(PROMPTS[0], params)[0]
     assert len(out.trace) == 5
     assert len(set(out.sources)) == 5
     assert all(out.trace[i].ids[0] == out.trace[i].inserted[0] for i in range(5))
@@ -132,7 +132,7 @@ def test_never_reinserts_a_passage(tiny_onegen, tiny_index):
 
 def test_stream_events_match_outputs(tiny_onegen, tiny_index):
     params = SamplingParams(max_new_tokens=9, force_query_at=(3,), max_retrievals=1)
-    engine = OneGenEngine(tiny_onegen, tiny_index)
+    engine = Decoder(tiny_onegen, tiny_index)
     events = list(engine.stream(PROMPTS[:2], params))
     done = {e.index: e.output for e in events if isinstance(e, DoneEvent)}
     assert sorted(done) == [0, 1]
@@ -145,7 +145,7 @@ def test_stream_events_match_outputs(tiny_onegen, tiny_index):
 
 
 def test_sampling_is_seeded(tiny_onegen, tiny_index):
-    engine = OneGenEngine(tiny_onegen, tiny_index)
+    engine = Decoder(tiny_onegen, tiny_index)
     p = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=0.9, top_k=50, seed=3, force_query_at=(2,))
     a, b = engine.generate(PROMPTS, p), engine.generate(PROMPTS, p)
     assert [o.token_ids for o in a] == [o.token_ids for o in b]
@@ -153,14 +153,15 @@ def test_sampling_is_seeded(tiny_onegen, tiny_index):
     assert [o.token_ids for o in a] != [o.token_ids for o in c]
 
 
-def test_swap_index_changes_knowledge(tiny_onegen, tiny_index, tmp_path, make_passages):
-    from unirag.onegen.docindex import build_onegen_index
+def test_swap_index_changes_knowledge(tiny_onegen, tiny_index_dir, tmp_path, make_passages):
+    from unirag.onegen.docindex import build_onegen_index, open_onegen_index
 
     other = build_onegen_index(make_passages("x")[:4], tmp_path / "other", tiny_onegen, progress=False)
-    engine = OneGenEngine(tiny_onegen, tiny_index)
+    retriever = open_onegen_index(tiny_index_dir, tiny_onegen)
+    engine = Decoder(tiny_onegen, retriever)
     params = SamplingParams(max_new_tokens=4, force_query_at=(0,))
     assert engine.generate(PROMPTS[0], params)[0].sources[0].startswith("d")
-    engine.swap_index(other)
+    retriever.swap_index(other)
     assert engine.generate(PROMPTS[0], params)[0].sources[0].startswith("x")
 
 
@@ -186,7 +187,7 @@ def test_rows_retrieving_at_different_steps(tiny_onegen, tiny_index):
     per_row = [SamplingParams(max_new_tokens=12, force_query_at=(1, 7), max_retrievals=2, keep_vectors=True),
                SamplingParams(max_new_tokens=9, force_query_at=(4,), max_retrievals=1, keep_vectors=True, k=2),
                SamplingParams(max_new_tokens=11, max_retrievals=0, keep_vectors=True)]
-    engine = OneGenEngine(tiny_onegen, tiny_index)
+    engine = Decoder(tiny_onegen, tiny_index)
     decoder, _ = split_lm(tiny_onegen.lm)
     calls = []
     handle = decoder.register_forward_hook(lambda *a: calls.append(1))
@@ -211,7 +212,7 @@ def test_peft_wrapped_model_matches_its_own_forward(tiny_llama_dir, tiny_index):
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     from unirag.onegen.config import OneGenConfig
-    from unirag.onegen.engine import EngineModel
+    from unirag.models.decoding import EngineModel
     from unirag.onegen.tokens import add_special_tokens
 
     torch.manual_seed(1)
@@ -221,13 +222,13 @@ def test_peft_wrapped_model_matches_its_own_forward(tiny_llama_dir, tiny_index):
     lm = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
     model = EngineModel(lm, tok, ids["query"], "<passage>", "</passage>")
     params = SamplingParams(max_new_tokens=8, force_query_at=(2,), max_retrievals=1, keep_vectors=True)
-    out = OneGenEngine(model, tiny_index).generate(PROMPTS[0], params)[0]
+    out = Decoder(model, tiny_index).generate(PROMPTS[0], params)[0]
     with torch.inference_mode():
         full = lm(input_ids=torch.tensor([out.sequence]), output_hidden_states=True)
     h, logits = full.hidden_states[-1][0], full.logits[0]
     r = out.trace[0]
     np.testing.assert_allclose(r.vector, torch.nn.functional.normalize(h[r.position], dim=-1).numpy(), atol=2e-5)
-    n = len(OneGenEngine(model).encode(PROMPTS[0])[0])
+    n = len(Decoder(model).encode(PROMPTS[0])[0])
     for s, (t, p) in enumerate(zip(out.token_ids, generated_positions(out, n))):
         if s != 2:
             row = logits[p - 1].clone()
@@ -235,5 +236,5 @@ def test_peft_wrapped_model_matches_its_own_forward(tiny_llama_dir, tiny_index):
                 row[model.query_token_id] = float("-inf")
             assert int(torch.argmax(row)) == t
     with lm.disable_adapter():  # the adapters are really on the engine's path
-        other = OneGenEngine(model, tiny_index).generate(PROMPTS[0], params)[0]
+        other = Decoder(model, tiny_index).generate(PROMPTS[0], params)[0]
     assert not np.allclose(other.trace[0].vector, r.vector, atol=1e-4)

@@ -42,7 +42,7 @@ def test_examples_follow_the_onegen_schema():
 
 
 def test_parse_links_aligns_surfaces(tiny_onegen):
-    from unirag.onegen.engine import Output, Retrieval
+    from unirag.models.decoding import Output, Retrieval
 
     tok = tiny_onegen.tokenizer
     text = "The Mona Lisa is in Paris, near Paris."
@@ -69,14 +69,14 @@ def test_linking_scores():
 
 
 def test_entity_index_and_linker(eager_linker_dir, tmp_path):
-    from unirag.onegen.docindex import OneGenIndex
+    from unirag.onegen.docindex import open_onegen_index
     from unirag.onegen.linking import build_entity_index
     from unirag.onegen.model import OneGenModel
 
     og = OneGenModel.from_pretrained(eager_linker_dir)
     kb = {t: {"extract": f"{t} is an entity.", "description": "a thing"} for t in TITLES}
     folder = build_entity_index(tmp_path / "kb", og, name="eager", progress=False, summaries=kb)
-    index = OneGenIndex.load(folder)
+    index = open_onegen_index(folder, og, role="entity")
     assert index.index.manifest.encoder_info["role"] == "entity"
     assert index.store.get("Mona Lisa").contents == "Mona Lisa. a thing. Mona Lisa is an entity."
     linker = EntityLinker(og, index, candidates=3, max_mentions=4)

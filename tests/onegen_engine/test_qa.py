@@ -1,4 +1,5 @@
-"""OneGen QA: answer extraction, per-hop evidence recall, scoring, baselines, the ask entry point."""
+"""OneGen QA through the door: answer extraction, the evaluation harness's scoring, ``RAG.load(engine='onegen')``,
+``unirag ask --engine onegen`` and ``unirag eval qa``."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import json
 
 import pytest
 
-from unirag.onegen.engine import OneGenEngine, SamplingParams
-from unirag.onegen.qa import QAItem, extract_answer, hop_recall, run_onegen_qa, score
+import unirag
+from unirag.data.qa import QAItem
+from unirag.eval.harness import hop_recall, score_answers
+from unirag.models.decoding import Decoder, SamplingParams
+from unirag.outputs import Answer, Finished, RetrievalEvent, TextDelta, TraceStep, extract_answer
 
 
 @pytest.mark.parametrize("text,answer", [
@@ -31,68 +35,83 @@ def test_hop_recall_counts_new_gold_per_hop():
 
 def test_score_uses_squad_normalisation():
     items = [QAItem("1", "q", ["The Eiffel Tower"], ["e"]), QAItem("2", "q", ["1889", "eighteen"], ["f", "g"])]
-    m = score(items, ["eiffel tower!", "built in 1889"], [[["e"]], [["x"], ["g"]]])
+    answers = [Answer("q", "", trace=[TraceStep("", 0, ["e"], [1.0], ["e"])], short="eiffel tower!"),
+               Answer("q", "", trace=[TraceStep("", 0, ["x"], [1.0], ["x"]), TraceStep("", 5, ["g"], [1.0], ["g"])],
+                      short="built in 1889")]
+    m = score_answers(items, answers)
     assert m["em"] == pytest.approx(50.0)
     assert m["f1"] == pytest.approx(100 * (1.0 + 2 * (1 / 3) * 1 / (1 / 3 + 1)) / 2)
     assert m["evidence_recall"] == pytest.approx(100 * (1.0 + 0.5) / 2)
     assert m["hop_hit_rate"] == [50.0, 100.0]
 
 
-def test_run_onegen_qa_traces_and_recall(eager_onegen, eager_index_dir):
-    from unirag.onegen.docindex import OneGenIndex
+@pytest.fixture(scope="module")
+def door(eager_onegen_dir, eager_index_dir):
+    return unirag.RAG.load(eager_index_dir, engine="onegen", model=eager_onegen_dir, progress=False)
 
-    engine = OneGenEngine(eager_onegen, OneGenIndex.load(eager_index_dir))
-    params = SamplingParams(max_new_tokens=6, max_retrievals=2, k=1)
+
+def test_door_answer_matches_the_engine_loop(door, eager_onegen):
+    from unirag.onegen.docindex import open_onegen_index
+    from unirag.onegen.qa import qa_prompt, tail_after_retrieval
+
+    params = SamplingParams(max_new_tokens=6, max_retrievals=2)
+    ans = door.ask("Where is the Eiffel Tower?", params)
+    # the same loop, driven directly, over the same index
+    retriever = open_onegen_index(door.info()["index"], eager_onegen)
+    out = Decoder(eager_onegen, retriever).generate(qa_prompt(eager_onegen, "Where is the Eiffel Tower?"),
+                                                    params.with_(k=1, max_passage_words=48))[0]
+    assert ans.text == out.text.strip() and ans.source_ids == out.sources
+    assert [s.step for s in ans.sources] == [r.step for r in out.trace] == [0, 1]  # eager: retrieves first
+    assert [s.score for s in ans.sources] == pytest.approx([r.scores[0] for r in out.trace])
+    assert [t.used for t in ans.trace] == [r.inserted for r in out.trace]
+    assert ans.usage.completion_tokens == len(out.token_ids)
+    assert ans.usage.prompt_tokens == len(out.sequence) - len(out.token_ids)  # prompt + inserted passages
+    assert ans.short == (extract_answer(tail_after_retrieval(out, eager_onegen.tokenizer)) or extract_answer(out.text))
+    assert ans.engine == "onegen" and ans.to_dict()["sources"][1]["step"] == 1
+
+
+def test_door_batch_and_stream(door):
+    params = SamplingParams(max_new_tokens=6, max_retrievals=2)
+    qs = ["Where is the Eiffel Tower?", "Who wrote Python?", "How long is the Nile?", "What is Jupiter?"]
+    batch = door.ask_batch(qs, params, batch_size=4)
+    single = [door.ask(q, params) for q in qs]
+    assert [a.text for a in batch] == [a.text for a in single]
+    assert [a.source_ids for a in batch] == [a.source_ids for a in single]
+    events = list(door.stream(qs[0], params))
+    rets = [e for e in events if isinstance(e, RetrievalEvent)]
+    assert [e.step.step for e in rets] == [0, 1] and isinstance(events[-1], Finished)
+    assert [s.number for e in rets for s in e.sources] == [1, 2]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)).strip() == single[0].text
+    assert events[-1].answer.source_ids == single[0].source_ids
+    hits = door.search("Where is the Eiffel Tower?", k=3)
+    assert len(hits) == 3 and hits[0].score >= hits[1].score >= hits[2].score
+
+
+def test_harness_scores_the_door(door, tmp_path):
+    from unirag.eval.harness import evaluate_qa
+
+    params = SamplingParams(max_new_tokens=6, max_retrievals=2)
     items = [QAItem("a", "Where is the Eiffel Tower?", ["Paris"]), QAItem("b", "Who wrote Python?", ["Guido"])]
-    metrics, results = run_onegen_qa(engine, eager_onegen, items, params, batch_size=2)
-    for r in results:  # the eager model retrieves at its first two steps, then answers
-        assert len(r.trace) == 2 and len(set(r.sources)) == 2 and [t["step"] for t in r.trace] == [0, 1]
-    gold = [QAItem(it.id, it.question, it.answers, [res.sources[1]]) for it, res in zip(items, results)]
-    metrics, _ = run_onegen_qa(engine, eager_onegen, gold, params, batch_size=2)
-    assert metrics["evidence_recall"] == 100.0 and metrics["hop_hit_rate"] == [0.0, 100.0]
-    assert metrics["mean_retrievals"] == 2.0
+    answers = door.ask_batch([it.question for it in items], params)
+    # gold = the second passage each question retrieves: found at hop 2, never at hop 1
+    gold = [QAItem(it.id, it.question, it.answers, [a.source_ids[1]]) for it, a in zip(items, answers)]
+    m = evaluate_qa(door, gold, params, batch_size=2, predictions=tmp_path / "p.jsonl")
+    assert m["evidence_recall"] == 100.0 and m["hop_hit_rate"] == [0.0, 100.0]
+    assert m["mean_retrievals"] == 2.0 and m["passages_used"] == 2.0 and m["n"] == 2
+    assert m["latency_p95"] >= m["latency_p50"] > 0
+    rows = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a", "b"] and rows[0]["sources"][1]["id"] == gold[0].evidence[0]
 
 
-def test_baselines_share_the_generator(eager_onegen, tiny_encoder_dir, tmp_path, make_passages):
-    from unirag.onegen.benchmark import closed_book, pipeline_baseline
-    from unirag.retrieval import DenseRetriever
-    from unirag.retrieval.build import build_index
-
-    items = [QAItem("a", "Where is the Eiffel Tower?", ["Paris"], ["d1"])]
-    params = SamplingParams(max_new_tokens=5)
-    m, res = closed_book(eager_onegen, items, params)
-    assert res[0].sources == [] and "em" in m and res[0].text  # the query token is banned: it writes text
-    folder = build_index(make_passages(), tmp_path / "mini", encoder=str(tiny_encoder_dir), bm25=False, progress=False)
-    retriever = DenseRetriever.load(folder)
-    m, res = pipeline_baseline(eager_onegen, items, retriever, params, k=3)
-    hits = retriever.search([items[0].question], 3)
-    assert res[0].sources == hits.ids[0]
-    assert m["evidence_recall"] == (100.0 if "d1" in hits.ids[0] else 0.0)
-
-
-def test_fanoutqa_items_are_joined_with_the_corpus():
+def test_fanoutqa_sets_are_joined_with_the_corpus():
     from unirag.data import wiki_summaries
-    from unirag.onegen.qa import fanoutqa_items
+    from unirag.data.qa import load_qa_set
 
-    single, multi = fanoutqa_items("single"), fanoutqa_items("multi")
+    single, multi = load_qa_set("fanoutqa-single"), load_qa_set("fanoutqa-multi")
     titles = set(wiki_summaries())
     assert len(single) == 160 and all(it.evidence[0] in titles and it.answers for it in single)
     assert len(multi) == 93 and all(set(it.evidence) <= titles for it in multi)
-
-
-def test_ask_onegen_prints_answer_and_sources(eager_onegen_dir, eager_index_dir, capsys):
-    from unirag.cli.onegen import ask_onegen
-
-    data = ask_onegen("Where is the Eiffel Tower?", index=eager_index_dir, model=str(eager_onegen_dir),
-                      max_new_tokens=6, as_json=True, max_retrievals=3)
-    printed = json.loads(capsys.readouterr().out)
-    assert printed["sources"] == data["sources"] and len(data["sources"]) == 3
-    assert [s["step"] for s in data["sources"]] == [0, 1, 2]
-    assert all(s["score"] == t["scores"][0] for s, t in zip(data["sources"], data["trace"]))
-    ask_onegen("Where is the Eiffel Tower?", index=eager_index_dir, model=str(eager_onegen_dir), max_new_tokens=4,
-               max_retrievals=1)
-    text = capsys.readouterr().out
-    assert "retrieved:" in text and "Sources" in text and "[1]" in text
+    assert sum(1 for it in multi if it.evidence) == 46
 
 
 def test_cli_ask_engine_onegen_uses_the_default_model(eager_onegen_dir, eager_index_dir, tmp_path, monkeypatch):
@@ -108,8 +127,13 @@ def test_cli_ask_engine_onegen_uses_the_default_model(eager_onegen_dir, eager_in
                                    str(eager_index_dir), "--max-new-tokens", "6", "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
-    assert data["model"] == str(tmp_path / "onegen" / "smollm2-onegen")
-    assert len(data["sources"]) == 4 and data["index"] == str(eager_index_dir)
+    assert data["schema"] == "unirag-answer/1" and data["engine"] == "onegen"
+    assert [s["step"] for s in data["sources"]] == [0, 1, 2, 3] and data["index"] == str(eager_index_dir)
+    assert all(s["score"] == t["scores"][0] for s, t in zip(data["sources"], data["trace"]))
+    res = CliRunner().invoke(app, ["ask", "--engine", "onegen", "Where is the Eiffel Tower?", "--index",
+                                   str(eager_index_dir), "--max-new-tokens", "4"])
+    assert res.exit_code == 0, res.output
+    assert "retrieved:" in res.stdout and "Sources" in res.stdout and "[1]" in res.stdout and "step 0" in res.stdout
 
 
 def test_cli_eval_qa(eager_onegen_dir, eager_index_dir, tmp_path):
@@ -117,13 +141,28 @@ def test_cli_eval_qa(eager_onegen_dir, eager_index_dir, tmp_path):
 
     from unirag.cli.app import app
 
-    res = CliRunner().invoke(app, ["eval", "qa", "--systems", "onegen,closed_book", "--limit", "3", "--model",
-                                   str(eager_onegen_dir), "--index", str(eager_index_dir), "--max-new-tokens", "5",
-                                   "--out", str(tmp_path / "pred"), "--json"])
+    res = CliRunner().invoke(app, ["eval", "qa", "--engine", "onegen,closed-book", "--limit", "3", "--model",
+                                   str(eager_onegen_dir), "--onegen-index", str(eager_index_dir), "--generator",
+                                   str(eager_onegen_dir), "--max-new-tokens", "5", "--out", str(tmp_path / "pred"),
+                                   "--json"])
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
-    assert report["n"] == 3 and set(report["systems"]) == {"onegen", "closed_book"}
-    assert report["systems"]["onegen"]["mean_retrievals"] == 4.0
-    assert report["systems"]["onegen"]["evidence_recall"] is not None
-    rows = (tmp_path / "pred" / "qa-single-onegen.jsonl").read_text().splitlines()
+    assert report["n"] == 3 and set(report["engines"]) == {"onegen", "closed-book"}
+    assert report["engines"]["onegen"]["mean_retrievals"] == 4.0
+    assert report["engines"]["closed-book"]["mean_retrievals"] == 0.0
+    assert report["engines"]["onegen"]["evidence_recall"] is not None
+    rows = (tmp_path / "pred" / "qa-fanoutqa-single-onegen.jsonl").read_text().splitlines()
     assert len(rows) == 3 and len(json.loads(rows[0])["sources"]) == 4
+    assert json.loads((tmp_path / "pred" / "report.json").read_text()) == report
+
+
+def test_cli_eval_qa_refuses_bad_engine_before_any_work(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from unirag.cli.app import main
+
+    monkeypatch.setenv("UNIRAG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("sys.argv", ["unirag", "eval", "qa", "--engine", "pipeline,foo"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 2 and not (tmp_path / "cache" / "indexes").exists()

@@ -6,6 +6,7 @@ import sys
 
 # Importing each module adds its commands to the shared groups.
 import unirag.cli.core  # noqa: F401
+import unirag.cli.eval_qa  # noqa: F401
 import unirag.cli.evaluate  # noqa: F401
 import unirag.cli.onegen  # noqa: F401
 import unirag.cli.onegen_train  # noqa: F401

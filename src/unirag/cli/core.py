@@ -104,68 +104,99 @@ def search(
     out.print(table)
 
 
+EngineOpt = typer.Option("pipeline", "--engine", "-e", help="pipeline (retrieve-then-read), rag-token / rag-sequence "
+                         "(classic RAG; 'rag' = rag-token), onegen (one model retrieves while it generates), "
+                         "closed-book (the generator alone).")
+
+
+def sampling_options(max_new_tokens: int, temperature: float, top_p: float, top_k: int, seed: Optional[int],
+                     stop: Optional[list[str]], k: Optional[int]):
+    """The request's :class:`unirag.SamplingParams` from command-line options (checked, names the field)."""
+    from unirag.sampling_params import SamplingParams
+
+    return SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                          seed=seed, stop=list(stop or []), k=k)
+
+
+def print_sources(answer) -> None:
+    """The numbered sources of an answer, one line each."""
+    if not answer.sources:
+        out.print("\n[dim]no passage retrieved[/]")
+        return
+    out.print("\n[bold]Sources[/]")
+    for s in answer.sources:
+        ident = "" if s.id == s.title else f"{s.id}, "
+        step = "" if s.step is None else f", step {s.step}"
+        out.print(f"  [{s.number}] {s.title} [dim]({ident}score {s.score:.3f}{step})[/]", highlight=False)
+
+
 @app.command("ask")
 def ask(
     question: str = typer.Argument(..., help="The question."),
-    k: int = typer.Option(3, "-k", help="Passages given to the generator."),
-    index: Optional[Path] = IndexOpt,
+    engine: str = EngineOpt,
+    k: Optional[int] = typer.Option(None, "-k", min=0, help="Passages per question (pipeline 3, RAG 4) or per "
+                                    "query token (OneGen 1)."),
+    index: Optional[Path] = typer.Option(None, "--index", "-i", help="Index folder (default: the built-in Wikipedia "
+                                         "index, or the OneGen model's own index of it; built on first use)."),
     retriever: str = RetrieverOpt,
-    generator: str = typer.Option("smollm2-135m-instruct", help="Generator: built-in alias, local folder or hub id."),
-    engine: str = typer.Option("pipeline", help="pipeline (retrieve-then-read) or onegen (one model retrieves while generating)."),
-    max_new_tokens: int = typer.Option(96, help="Maximum answer length in tokens."),
+    generator: str = typer.Option("smollm2-135m-instruct", help="Generator of the pipeline and RAG engines: "
+                                  "built-in alias, local folder or hub id."),
+    model: Optional[str] = typer.Option(None, "--model", help="A trained RAG or OneGen model folder (default for "
+                                        "onegen: the trained default, else the packaged adapter)."),
+    decoding: Optional[str] = typer.Option(None, help="RAG decoding: greedy or beam (rag-token), thorough or fast "
+                                           "(rag-sequence)."),
+    max_new_tokens: int = typer.Option(96, min=1, help="Maximum answer length in tokens."),
+    temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy; above 0 samples."),
+    top_p: float = typer.Option(1.0, help="Nucleus sampling mass (with --temperature > 0)."),
+    top_k: int = typer.Option(0, min=0, help="Sample among the k likeliest tokens (0 = off)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of this request's sampling."),
+    stop: Optional[list[str]] = typer.Option(None, "--stop", help="Stop string (repeatable)."),
     stream: bool = typer.Option(True, "--stream/--no-stream", help="Print the answer as it is generated."),
-    as_json: bool = typer.Option(False, "--json", help="Print the answer and sources as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the answer in the stable JSON schema (docs/api.md)."),
 ) -> None:
     """Answer a question from retrieved passages; prints the answer and its numbered sources."""
-    if engine == "onegen":
-        from unirag.cli.onegen import ask_onegen  # provided by the OneGen inference module
+    from unirag.api import RAG, LoadConfig
+    from unirag.outputs import Finished, RetrievalEvent, TextDelta
 
-        ask_onegen(question, index=index, max_new_tokens=max_new_tokens, as_json=as_json, stream=stream)
-        return
-    if engine != "pipeline":
-        raise typer.BadParameter(f"unknown engine {engine!r} (pipeline, onegen)", param_hint="--engine")
-    from unirag.models import Generator
-    from unirag.pipeline import Answer, Pipeline, PipelineConfig
-    from unirag.retrieval import load_retriever
-
-    r = load_retriever(_index_dir(index), retriever)
-    pipe = Pipeline(r, Generator.from_pretrained(generator), PipelineConfig(k=k, max_new_tokens=max_new_tokens))
+    cfg = LoadConfig(engine, str(index) if index else None, generator, retriever, model, k, decoding).validate()
+    params = sampling_options(max_new_tokens, temperature, top_p, top_k, seed, stop, k)
+    rag = RAG.from_config(cfg, params=params, progress=not as_json)
     if as_json or not stream:
-        ans = pipe.ask(question)
+        answer = rag.ask(question)
         if as_json:
-            print_json(ans.to_dict())
+            print_json(answer.to_dict() | {"index": rag.info().get("index", "")})
             return
-        out.print(ans.text, highlight=False)
-        sources, scores = ans.sources, ans.scores
+        out.print(answer.text, highlight=False, markup=False)
     else:
-        sources, scores, pieces = pipe.stream(question)
-        for piece in pieces:
-            out.print(piece, end="", highlight=False, soft_wrap=True)
+        answer = None
+        for ev in rag.stream(question):
+            if isinstance(ev, TextDelta):
+                out.print(ev.text, end="", highlight=False, soft_wrap=True, markup=False)
+            elif isinstance(ev, RetrievalEvent) and ev.step.step is not None:  # retrieval inside generation
+                got = ", ".join(s.title for s in ev.sources) or "nothing above the threshold"
+                out.print(f" [dim]\u27e8retrieved: {got}\u27e9[/] ", end="", highlight=False)
+            elif isinstance(ev, Finished):
+                answer = ev.answer
         out.print()
-    out.print("\n[bold]Sources[/]")
-    for i, (p, s) in enumerate(zip(sources, scores), 1):
-        ident = "" if p.id == p.title else f"{p.id}, "
-        out.print(f"  [{i}] {p.title} [dim]({ident}score {s:.3f})[/]", highlight=False)
+    print_sources(answer)
 
 
 @app.command("serve")
 def serve(
-    index: Optional[Path] = IndexOpt,
+    engine: str = EngineOpt,
+    index: Optional[Path] = typer.Option(None, "--index", "-i", help="Index folder (default: the built-in one)."),
+    retriever: str = RetrieverOpt,
+    generator: str = typer.Option("smollm2-135m-instruct", help="Generator of the pipeline and RAG engines."),
+    model: Optional[str] = typer.Option(None, "--model", help="A trained RAG or OneGen model folder."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
-    port: int = typer.Option(8000, help="TCP port."),
-    generator: str = typer.Option("smollm2-135m-instruct", help="Generator for /ask (loaded on first use)."),
+    port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
 ) -> None:
-    """Serve POST /search and POST /ask (JSON) and GET /health over an index folder."""
+    """Serve POST /search, POST /ask (the answer JSON schema) and GET /health over one engine;
+    models load before the server starts."""
     import uvicorn
 
-    from unirag.retrieval import load_retriever
-    from unirag.retrieval.hybrid import HybridRetriever
+    from unirag.api import RAG, LoadConfig
     from unirag.serve import create_app
 
-    folder = _index_dir(index)
-    dense = load_retriever(folder, "dense")
-    retrievers = {"dense": dense}
-    if (folder / "bm25").is_dir():
-        bm25 = load_retriever(folder, "bm25")
-        retrievers.update(bm25=bm25, hybrid=HybridRetriever([dense, bm25]))
-    uvicorn.run(create_app(retrievers, generator), host=host, port=port)
+    cfg = LoadConfig(engine, str(index) if index else None, generator, retriever, model).validate()
+    uvicorn.run(create_app(RAG.from_config(cfg)), host=host, port=port)

@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from unirag.data.qa import QAItem
 from unirag.data.wiki import _package_dir, wiki_summaries
 
 
@@ -100,3 +101,30 @@ def fanoutqa_split(heldout_fraction: float = 0.3, seed: int = 0) -> tuple[list[F
     random.Random(seed).shuffle(questions)
     n_held = round(len(questions) * heldout_fraction)
     return questions[: len(questions) - n_held], questions[len(questions) - n_held :]
+
+
+def fanoutqa_qa(kind: str = "single", split: str = "heldout", joined: bool = True) -> list[QAItem]:
+    """The one FanOutQA question loader, over :func:`fanoutqa_split`.
+
+    ``kind``: ``single`` = leaf sub-questions (with ``joined``, only those whose evidence page is a
+    corpus passage: 160 held-out, 398 train, 558 all), evidence = that page; ``multi`` = top-level
+    questions (93 held-out), evidence = their leaves' pages found in the corpus (in order, no
+    repeats). ``split``: ``heldout``, ``train`` or ``all``."""
+    if kind not in ("single", "multi"):
+        raise ValueError(f"unknown FanOutQA kind {kind!r} (single, multi)")
+    if split == "all":
+        questions = fanoutqa_dev()
+    elif split in ("train", "heldout"):
+        questions = fanoutqa_split()[0 if split == "train" else 1]
+    else:
+        raise ValueError(f"unknown FanOutQA split {split!r} (heldout, train, all)")
+    titles = wiki_summaries()
+    items: list[QAItem] = []
+    for q in questions:
+        if kind == "multi":
+            ev = [lf.evidence_title for lf in q.leaves if lf.evidence_title in titles]
+            items.append(QAItem(q.id, q.question, q.answers, list(dict.fromkeys(ev))))
+        else:
+            items += [QAItem(lf.id, lf.question, lf.answers, [lf.evidence_title] if lf.evidence_title in titles
+                             else []) for lf in q.leaves if not joined or lf.evidence_title in titles]
+    return items

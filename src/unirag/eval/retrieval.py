@@ -37,18 +37,9 @@ def read_retrieval_queries(path: str | os.PathLike) -> list[RetrievalQuery]:
 def fanoutqa_retrieval_queries(split: str = "all") -> list[RetrievalQuery]:
     """FanOutQA dev leaf sub-questions whose evidence page is in the default corpus (558 for ``all``;
     ``train`` / ``heldout`` follow :func:`unirag.data.fanoutqa_split`)."""
-    from unirag.data.fanoutqa import fanoutqa_leaves, fanoutqa_split
-    from unirag.data.wiki import wiki_summaries
+    from unirag.data.fanoutqa import fanoutqa_qa
 
-    if split == "all":
-        leaves = fanoutqa_leaves(joined=True)
-    elif split in ("train", "heldout"):
-        titles = wiki_summaries()
-        qs = fanoutqa_split()[0 if split == "train" else 1]
-        leaves = [leaf for q in qs for leaf in q.leaves if leaf.evidence_title in titles]
-    else:
-        raise ValueError(f"unknown split {split!r} (all, train, heldout)")
-    return [RetrievalQuery(leaf.id, leaf.question, [leaf.evidence_title]) for leaf in leaves]
+    return [RetrievalQuery(it.id, it.question, it.evidence) for it in fanoutqa_qa("single", split)]
 
 
 def retrieval_metrics(gold: dict[str, list[str]], ranked: dict[str, list[str]], ks=(1, 5, 10, 20)) -> dict[str, float]:

@@ -1,13 +1,15 @@
-"""A generator wrapper over any causal or seq2seq LM: chat prompts, greedy/sampled generation, streaming."""
+"""A generator wrapper over any causal or seq2seq LM: chat prompts, batched generation, streaming.
+
+Causal LMs decode with the one KV-cache loop (:mod:`unirag.models.decoding`: ragged batches,
+a private random generator per request); seq2seq LMs with transformers' ``generate``."""
 
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 
 from unirag.models.registry import load_error, resolve_model
+from unirag.sampling_params import SamplingParams
 
 
 def quiet_transformers() -> None:
@@ -37,17 +39,6 @@ def load_causal_lm(name: str, dtype: str = "float32", device: str = "cpu"):
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer
-
-
-@dataclass
-class GenerationParams:
-    """Decoding settings shared by every generator (``temperature == 0`` means greedy)."""
-
-    max_new_tokens: int = 128
-    temperature: float = 0.0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    seed: int | None = None
 
 
 class Generator:
@@ -96,56 +87,69 @@ class Generator:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def _gen_kwargs(self, params: GenerationParams) -> dict:
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Token ids of a prompt made by :meth:`chat_prompt` (the template already holds the special
+        tokens; plain prompts get the tokenizer's)."""
+        add_special = self.is_seq2seq or not getattr(self.tokenizer, "chat_template", None)
+        return self.tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
+
+    def decoder(self):
+        """The KV-cache decoding loop over this (causal) model, without retrieval."""
+        from unirag.models.decoding import Decoder, EngineModel
+
+        if self.is_seq2seq:
+            raise TypeError("the KV-cache loop decodes causal LMs; seq2seq models use generate()")
+        return Decoder(EngineModel(self.model, self.tokenizer, name=self.name))
+
+    def generate_batch(self, prompts: Sequence[str], params: SamplingParams | None = None) -> list:
+        """Decode ``prompts`` together; one :class:`~unirag.models.decoding.Output` per prompt
+        (``text``, ``token_ids``, ``finish_reason``), in order. Seq2seq models decode one by one."""
+        from unirag.models.decoding import Output
+
+        params = params or SamplingParams()
+        if not self.is_seq2seq:
+            return self.decoder().generate([self.encode_prompt(p) for p in prompts], params)
+        outs = []
+        for i, p in enumerate(prompts):
+            ids = self._seq2seq_generate(p, params)
+            text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            text, reason = _apply_stop(text, params.stop, "length" if len(ids) >= params.max_new_tokens else "stop")
+            outs.append(Output(i, text, text, ids, ids, [], reason))
+        return outs
+
+    def generate(self, prompt: str, params: SamplingParams | None = None) -> str:
+        """The full completion of ``prompt`` (prompt text excluded)."""
+        return self.generate_batch([prompt], params)[0].text.strip()
+
+    def stream(self, prompt: str, params: SamplingParams | None = None) -> Iterator[str]:
+        """Yield text pieces as they are generated (seq2seq: the whole text at once)."""
+        from unirag.models.decoding import TextEvent
+
+        params = params or SamplingParams()
+        if self.is_seq2seq:
+            yield self.generate(prompt, params)
+            return
+        for ev in self.decoder().stream([self.encode_prompt(prompt)], params):
+            if isinstance(ev, TextEvent) and ev.text:
+                yield ev.text
+
+    def _seq2seq_generate(self, prompt: str, params: SamplingParams) -> list[int]:
         import torch
 
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
         kw = dict(max_new_tokens=params.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
                   repetition_penalty=params.repetition_penalty)
         if params.temperature > 0:
-            kw.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+            kw.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or None)
         else:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        return kw
+        inputs = self.tokenizer(prompt, return_tensors="pt").to(self.model.device)
+        with torch.random.fork_rng(devices=[]), torch.inference_mode():  # the seed stays private
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            out = self.model.generate(**inputs, **kw)
+        return out[0].tolist()
 
-    def _inputs(self, prompt: str):
-        add_special = self.is_seq2seq or not getattr(self.tokenizer, "chat_template", None)
-        return self.tokenizer(prompt, return_tensors="pt", add_special_tokens=add_special).to(self.model.device)
 
-    def generate(self, prompt: str, params: GenerationParams | None = None) -> str:
-        """The full completion of ``prompt`` (prompt text excluded)."""
-        import torch
-
-        params = params or GenerationParams()
-        inputs = self._inputs(prompt)
-        with torch.inference_mode():
-            out = self.model.generate(**inputs, **self._gen_kwargs(params))
-        new = out[0] if self.is_seq2seq else out[0, inputs["input_ids"].shape[1]:]
-        return self.tokenizer.decode(new, skip_special_tokens=True).strip()
-
-    def stream(self, prompt: str, params: GenerationParams | None = None) -> Iterator[str]:
-        """Yield text pieces as they are generated (``TextIteratorStreamer`` in a worker thread)."""
-        import torch
-        from transformers import TextIteratorStreamer
-
-        params = params or GenerationParams()
-        inputs = self._inputs(prompt)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                with torch.inference_mode():
-                    self.model.generate(**inputs, **self._gen_kwargs(params), streamer=streamer)
-            except BaseException as exc:  # surfaced in the caller's thread
-                errors.append(exc)
-                streamer.end()
-
-        worker = threading.Thread(target=run, daemon=True)
-        worker.start()
-        yield from (piece for piece in streamer if piece)
-        worker.join()
-        if errors:
-            raise errors[0]
-
+def _apply_stop(text: str, stop: Sequence[str], reason: str) -> tuple[str, str]:
+    cut = min((text.find(s) for s in stop if s in text), default=-1)
+    return (text[:cut], "stop") if cut >= 0 else (text, reason)

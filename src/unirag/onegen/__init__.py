@@ -21,7 +21,7 @@ _LAZY = {
     "mine_bm25_negatives": "unirag.onegen.mining",
     "mine_model_negatives": "unirag.onegen.mining",
 }
-_OPTIONAL = ("unirag.onegen.engine", "unirag.onegen.linking")
+_OPTIONAL = ("unirag.models.decoding", "unirag.onegen.linking")
 
 __all__ = ["DEFAULT_ONEGEN_DIR", "OneGenConfig", "OneGenDataError", "OneGenExample", "Retrieval", "TokenSpec",
            "default_onegen_dir", "load_examples", "write_examples", *_LAZY]

@@ -1,10 +1,11 @@
-"""The OneGen document index: documents embedded by the generating model itself.
+"""A OneGen model as an embedding function, so its index is an ordinary unirag index folder.
 
 Each document is ``contents + document token``; its vector is the model's last-layer hidden
-state at that token, L2-normalised (the same map as the query vectors of the engine). The folder
-is an ordinary unirag index folder (``manifest.json``, ``index.faiss``, ``docs/``), with
-``manifest.encoder`` naming the model and ``encoder_info.kind == "onegen"``; it is built once,
-reused, and can be swapped at run time (:meth:`unirag.onegen.engine.OneGenEngine.swap_index`).
+state at that token, L2-normalised (the same map as the query vectors of the engine). The
+folder is built by the one builder (:func:`unirag.retrieval.build_index`, streaming in chunks,
+BM25 optional) and searched by the one dense retriever (:class:`unirag.retrieval.DenseRetriever`,
+``search_vectors(..., exclude=...)`` for "never the same passage twice"); ``manifest.encoder``
+names the model and ``encoder_info.kind == "onegen"``.
 """
 
 from __future__ import annotations
@@ -16,87 +17,117 @@ from typing import Any
 
 import numpy as np
 
-from unirag.config.fs import atomic_dir
 from unirag.corpus.passage import Passage
-from unirag.corpus.store import DocStore
-from unirag.index.errors import IndexMismatchError
-from unirag.index.vector import DOCS_DIR, Index
+
+KIND = "onegen"
+
+
+class OneGenEncoder:
+    """The embedding function of a OneGen model (a ``OneGenModel`` or an
+    :class:`~unirag.models.decoding.EngineModel`): ``encode`` embeds documents (text + the token
+    of ``role``, ``document`` or ``entity``), ``encode_queries`` embeds questions at the query
+    token of their chat prompt, as the engine does when the model emits it."""
+
+    def __init__(self, model: Any, role: str = "document", name: str = "", max_tokens: int | None = None):
+        from unirag.models.decoding import EngineModel
+
+        self.model = model
+        self.em = EngineModel.wrap(model)
+        self.role = role
+        end = self.em.document_token_id if role == "document" else self.em.entity_token_id
+        if end is None:
+            raise ValueError(f"the model has no {role} token")
+        self.end_id = int(end)
+        cfg = getattr(model, "config", None)
+        self.max_length = int(max_tokens or getattr(cfg, "max_doc_tokens", 96) or 96)
+        self.name = name or self.em.name or _model_name(model)
+        self.pooling, self.normalize = KIND, True
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension (the model's hidden size)."""
+        from unirag.models.decoding import split_lm
+
+        return int(split_lm(self.em.lm)[0].config.hidden_size)
+
+    def info(self) -> dict[str, Any]:
+        """What the manifest records about this embedding function."""
+        return {"kind": KIND, "role": self.role, "normalize": True, "max_length": self.max_length,
+                "vector": f"last-layer hidden state at the {self.role} token"}
+
+    def _vectors(self, seqs: list[list[int]], batch_size: int, progress: bool = False, bar: Any = None,
+                 ) -> np.ndarray:
+        from unirag.models.decoding import split_lm
+        from unirag.onegen.model import vectors_at_end
+
+        tok = self.em.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        return vectors_at_end(split_lm(self.em.lm)[0], self.em.vectors, seqs, pad, batch_size, progress=progress,
+                              desc=f"embedding ({self.role})", bar=bar)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 16, sort_by_length: bool = True,
+               progress: bool = False, bar: Any = None) -> np.ndarray:
+        """``float32 [n, d]`` unit vectors of ``text + role token`` (text cut to ``max_length`` tokens)."""
+        from unirag.onegen.collator import encode_document
+
+        seqs = [encode_document(self.em.tokenizer, t, self.end_id, self.max_length) for t in texts]
+        return self._vectors(seqs, batch_size, progress, bar)
+
+    def encode_queries(self, queries: Sequence[str], batch_size: int = 16) -> np.ndarray:
+        """``float32 [n, d]`` query vectors: the hidden state at the query token that opens the
+        assistant turn of each question's chat prompt."""
+        if self.em.query_token_id is None:
+            raise ValueError("the model has no query token")
+        from unirag.onegen.collator import render_prompt
+
+        tok = self.em.tokenizer
+        cfg = getattr(self.model, "config", None)
+        system = getattr(cfg, "system_prompt", "") or ""
+        seqs = []
+        for q in queries:
+            msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": q}]
+            seqs.append(tok(render_prompt(tok, msgs))["input_ids"] + [self.em.query_token_id])
+        return self._vectors(seqs, batch_size)
 
 
 def embed_documents(model: Any, texts: Sequence[str], batch_size: int = 16, progress: bool = False,
-                    max_tokens: int = 96, role: str = "document") -> np.ndarray:
-    """``float32 [n, d]`` document vectors: ``text + document token``, hidden state at that token.
-
-    ``model`` is a ``OneGenModel`` (its own ``embed_documents`` is used) or an
-    :class:`unirag.onegen.engine.EngineModel` with ``document_token_id`` set (texts cut to
-    ``max_tokens`` tokens, as ``OneGenConfig.max_doc_tokens``). ``role="entity"`` ends each text
-    with the entity token instead (``EngineModel`` then needs ``entity_token_id``)."""
-    if not hasattr(model, "query_token_id") and hasattr(model, "embed_documents"):
-        return np.asarray(model.embed_documents(list(texts), batch_size=batch_size, progress=progress, role=role),
-                          dtype=np.float32)
-    import torch
-
-    from unirag.onegen.engine import EngineModel, split_lm
-
-    em = EngineModel.wrap(model)
-    end = em.document_token_id if role == "document" else em.entity_token_id
-    if end is None:
-        raise ValueError(f"the model has no {role} token")
-    decoder, _ = split_lm(em.lm)
-    dev = next(decoder.parameters()).device
-    tok = em.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    enc = tok(list(texts), add_special_tokens=True, truncation=True, max_length=max_tokens)["input_ids"]
-    seqs = [list(ids) + [end] for ids in enc]
-    order = np.argsort([-len(s) for s in seqs], kind="stable")
-    out = np.zeros((len(seqs), decoder.config.hidden_size), dtype=np.float32)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(seqs), desc="embedding documents", unit=" docs")
-    with torch.inference_mode():
-        for s in range(0, len(seqs), batch_size):
-            idx = order[s : s + batch_size]
-            width = max(len(seqs[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for b, i in enumerate(idx):
-                ids[b, : len(seqs[i])] = torch.tensor(seqs[i])
-                mask[b, : len(seqs[i])] = 1
-            h = decoder(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state
-            last = h[torch.arange(len(idx), device=dev), (mask.sum(1) - 1).to(dev)]
-            out[idx] = em.vectors(last).float().cpu().numpy()
-            if bar is not None:
-                bar.update(len(idx))
-    if bar is not None:
-        bar.close()
-    return out
+                    role: str = "document") -> np.ndarray:
+    """``float32 [n, d]`` document vectors of ``model`` (see :class:`OneGenEncoder`)."""
+    return OneGenEncoder(model, role).encode(list(texts), batch_size=batch_size, progress=progress)
 
 
 def build_onegen_index(passages: Iterable[Passage], out: str | os.PathLike, model: Any, name: str = "",
                        factory: str = "Flat", batch_size: int = 16, progress: bool = True,
-                       role: str = "document") -> Path:
-    """Write an index folder at ``out`` (atomically): doc store + vectors from ``model``.
+                       role: str = "document", bm25: bool = False) -> Path:
+    """Write an index folder at ``out`` (atomically) with the one builder, vectors from ``model``.
 
     ``name`` is recorded as ``manifest.encoder`` (defaults to the model's name)."""
-    from unirag.onegen.engine import EngineModel
+    from unirag.retrieval.build import build_index
 
-    em = EngineModel.wrap(model) if not hasattr(model, "embed_documents") else None
-    name = name or (em.name if em else "") or _model_name(model)
-    with atomic_dir(out) as tmp:
-        store = DocStore.build(passages, tmp / DOCS_DIR)
-        vecs = embed_documents(model, [p.contents for p in store], batch_size, progress, role=role)
-        index = Index(vecs.shape[1], factory, "ip")
-        index.add(vecs)
-        m = index.manifest
-        m.encoder = name
-        m.encoder_info = {"kind": "onegen", "role": role, "normalize": True,
-                          "vector": f"last-layer hidden state at the {role} token"}
-        m.corpus_sha256, m.corpus_count = store.checksum, len(store)
-        store.close()
-        index.write_into(tmp)
-    return Path(out)
+    enc = OneGenEncoder(model, role, name)
+    return build_index(passages, out, encoder=enc, factory=factory, bm25=bm25, batch_size=batch_size,
+                       progress=progress)
+
+
+def open_onegen_index(path: str | os.PathLike, model: Any, model_name: str | None = None, role: str = "document",
+                      verify: bool = True) -> Any:
+    """A :class:`~unirag.retrieval.DenseRetriever` over a OneGen index folder, queried by ``model``.
+
+    Refuses a folder whose vectors are not a OneGen model's, or (with ``model_name``) another model's."""
+    from unirag.index.errors import IndexMismatchError
+    from unirag.index.vector import Index
+    from unirag.retrieval.dense import DenseRetriever
+
+    path = Path(path)
+    index = Index.load(path, verify=verify)
+    m = index.manifest
+    if m.encoder_info.get("kind") != KIND:
+        raise IndexMismatchError(f"{path} holds vectors of '{m.encoder}', not of a OneGen model: build one with "
+                                 "`unirag index onegen`")
+    if model_name and m.encoder and m.encoder != model_name:
+        raise IndexMismatchError(f"{path} holds vectors of model '{m.encoder}', not '{model_name}'")
+    enc = OneGenEncoder(model, role, name=m.encoder)
+    return DenseRetriever.from_parts(enc, index, path)
 
 
 def _model_name(model: Any) -> str:
@@ -108,48 +139,17 @@ def _model_name(model: Any) -> str:
     return str(getattr(getattr(lm, "config", None), "name_or_path", "") or "onegen")
 
 
-class OneGenIndex:
-    """An index folder opened for the engine: ``search(vectors, k, exclude)`` and ``store``."""
-
-    def __init__(self, index: Index, store: DocStore, path: Path | None = None):
-        self.index, self.store, self.path = index, store, path
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, model_name: str | None = None, verify: bool = True) -> OneGenIndex:
-        """Open a folder; refuse it when ``model_name`` differs from ``manifest.encoder``."""
-        path = Path(path)
-        index = Index.load(path, verify=verify)
-        enc = index.manifest.encoder
-        if model_name and enc and enc != model_name:
-            raise IndexMismatchError(f"{path} holds vectors of model '{enc}', not '{model_name}'")
-        return cls(index, DocStore(path / DOCS_DIR), path)
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def search(self, vectors: np.ndarray, k: int = 5, exclude: set[int] | None = None,
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores, rows)`` ``[n, k]`` best first, rows in ``exclude`` skipped (``-1`` pads)."""
-        exclude = exclude or set()
-        scores, rows = self.index.search(np.asarray(vectors, dtype=np.float32), k + len(exclude))
-        out_s = np.full((len(rows), k), -np.inf, dtype=np.float32)
-        out_r = np.full((len(rows), k), -1, dtype=np.int64)
-        for i in range(len(rows)):
-            keep = [j for j in range(rows.shape[1]) if rows[i, j] >= 0 and int(rows[i, j]) not in exclude][:k]
-            out_s[i, : len(keep)], out_r[i, : len(keep)] = scores[i, keep], rows[i, keep]
-        return out_s, out_r
-
-    def close(self) -> None:
-        """Close the doc store."""
-        self.store.close()
-
-
 def resolve_onegen_dir(model: str | os.PathLike | None = None) -> Path:
     """The OneGen model folder: ``model``, else the trained default, else the packaged adapter."""
     from unirag.onegen.config import CONFIG_FILE, default_onegen_dir
 
     if model:
-        return Path(model).expanduser()
+        folder = Path(model).expanduser()
+        if not (folder / CONFIG_FILE).is_file():
+            from unirag.models.registry import ModelNotFoundError
+
+            raise ModelNotFoundError(f"{folder}: not a OneGen model folder (no {CONFIG_FILE})")
+        return folder
     if (default_onegen_dir() / CONFIG_FILE).is_file():
         return default_onegen_dir()
     from unirag.onegen.model import ASSET_DIR
@@ -179,23 +179,28 @@ def model_name(model_dir: str | os.PathLike) -> str:
     return f"onegen:{Path(model_dir).name}@{model_fingerprint(model_dir)}"
 
 
+def onegen_index_name(model_dir: str | os.PathLike, role: str = "document", tag: str = "wiki") -> str:
+    """The cache name of a OneGen model's index of a corpus (a retrained model gets a new one)."""
+    return f"onegen-{role}-{model_fingerprint(model_dir)}-{tag}"
+
+
 def ensure_onegen_index(model: Any, model_dir: str | os.PathLike, role: str = "document",
                         progress: bool = True) -> Path:
     """The OneGen index of the packaged Wikipedia summaries for the model in ``model_dir``, built on
-    first use into ``<cache>/indexes/`` and reused (a retrained model gets a new folder).
+    first use into the cache and reused.
 
     ``role="entity"`` builds the entity-linking knowledge base instead (entity token, title +
     description + summary)."""
-    from unirag.config.paths import cache_dir
     from unirag.data import wiki_passages
+    from unirag.index.folder import IndexFolder
 
     name = model_name(model_dir) + ("" if role == "document" else f"#{role}")
-    folder = cache_dir() / "indexes" / f"onegen-{role}-{name.split('@')[-1].split('#')[0]}-wiki"
-    if not (folder / "manifest.json").is_file():
+    folder = IndexFolder.cached(onegen_index_name(model_dir, role))
+    if not folder.exists():
         if role == "document":
-            build_onegen_index(wiki_passages(), folder, model, name=name, progress=progress)
+            build_onegen_index(wiki_passages(), folder.path, model, name=name, progress=progress)
         else:
             from unirag.onegen.linking import build_entity_index
 
-            build_entity_index(folder, model, name=name, progress=progress)
-    return folder
+            build_entity_index(folder.path, model, name=name, progress=progress)
+    return folder.path

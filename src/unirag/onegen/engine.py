@@ -1,545 +1,123 @@
-"""The OneGen decoding engine: one model generates and retrieves inside a single KV-cache loop.
-
-When a row emits the query token, the forward step that consumes it already computes the
-last-layer hidden state at that position: that vector searches the index, the retrieved passage
-(wrapped in the passage markers) is prefilled onto the row's cache, and decoding goes on. No
-second model, no re-encoding of the prefix, no extra forward beyond the passage prefill.
-
-Rows of a batch decode together; each forward feeds every row its own pending tokens (one
-generated token, or a whole passage), right-padded within the step. Padding slots stay in the
-cache as masked holes and position ids count only real tokens, so every row sees exactly the
-attention and positions of its own unpadded sequence.
-
-User API (:class:`OneGenEngine`): ``generate(prompts, params)`` and ``stream(prompts, params)``;
-the loop itself is :func:`decode`.
-"""
+"""The OneGen engine behind the door: one model writes the answer and, whenever it emits the
+query token, retrieves with that token's hidden state; passages join the KV cache and decoding
+goes on (:mod:`unirag.models.decoding`). Each source carries the generation step it was
+retrieved at."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
-import numpy as np
+from unirag.engine import Clock, make_sources
+from unirag.outputs import Answer, Event, Finished, RetrievalEvent, TextDelta, Timings, TraceStep, Usage, \
+    extract_answer
+from unirag.sampling_params import SamplingParams
 
-__all__ = ["DoneEvent", "EngineModel", "Event", "OneGenEngine", "Output", "Retrieval", "RetrievalEvent",
-           "SamplingParams", "TextEvent", "decode", "passage_ids", "split_lm"]
+PASSAGE_WORDS = 48  # inserted passages are cut like the training data (unirag.onegen.datasets)
 
-PromptLike = str | Sequence[int]
-PassageCache = dict[tuple[int, int | None, int], list[int]]  # (row, words, tokens) -> passage token ids
 
-
-# --- parameters, results, events ---------------------------------------------------------------
-@dataclass
-class SamplingParams:
-    """Decoding and retrieval settings.
-
-    ``temperature`` 0 is greedy. ``k`` passages are inserted per query token (top ``k`` not yet
-    inserted in that row); ``candidates`` hits are kept in the trace. A retrieval whose best
-    score is below ``threshold`` inserts nothing and the row goes on from the query step's logits.
-    A passage is ``title. text`` cut to ``max_passage_words`` words (`` ...`` appended when cut, as
-    in the training data) and to ``max_passage_tokens`` tokens.
-    After ``max_retrievals`` the query token is banned. ``retrieve_prob`` (Self-RAG's adaptive
-    retrieval threshold) emits the query token whenever its next-token probability reaches that
-    value, even when another token is likelier; ``None`` leaves it to decoding. ``force_query_at``
-    lists generation steps at which the query token is emitted whatever the logits say
-    (benchmarks, untrained models).
-    """
-
-    max_new_tokens: int = 128
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    max_retrievals: int = 4
-    k: int = 1
-    candidates: int = 5
-    threshold: float | None = None
-    max_passage_tokens: int = 256
-    max_passage_words: int | None = None
-    force_query_at: tuple[int, ...] = ()
-    retrieve_prob: float | None = None
-    keep_vectors: bool = False
-
-
-@dataclass
-class Retrieval:
-    """One retrieval of one row: at generation ``step`` (index of the query token among the
-    generated tokens) and absolute ``position``; the candidate ``ids``/``scores`` best first,
-    and the ``inserted`` ids (empty when the threshold refused them)."""
-
-    step: int
-    position: int
-    ids: list[str]
-    scores: list[float]
-    inserted: list[str]
-    n_tokens: int = 0
-    vector: np.ndarray | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready view (without the vector)."""
-        return {"step": self.step, "position": self.position, "ids": self.ids,
-                "scores": [round(float(s), 6) for s in self.scores], "inserted": self.inserted,
-                "n_tokens": self.n_tokens}
-
-
-@dataclass
-class Output:
-    """A finished row: answer ``text`` (special tokens removed), ``raw_text``, the generated
-    token ids, the full token sequence (prompt + generated + inserted passages), the trace."""
-
-    index: int
-    text: str
-    raw_text: str
-    token_ids: list[int]
-    sequence: list[int]
-    trace: list[Retrieval]
-    finish_reason: str
-
-    @property
-    def sources(self) -> list[str]:
-        """Ids of the inserted passages, in order."""
-        return [pid for r in self.trace for pid in r.inserted]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready view."""
-        return {"index": self.index, "text": self.text, "finish_reason": self.finish_reason,
-                "n_generated": len(self.token_ids), "sources": self.sources,
-                "trace": [r.to_dict() for r in self.trace]}
-
-
-@dataclass
-class TextEvent:
-    """New text of row ``index``."""
-
-    index: int
-    text: str
-
-
-@dataclass
-class RetrievalEvent:
-    """Row ``index`` retrieved (and maybe inserted) passages."""
-
-    index: int
-    retrieval: Retrieval
-    passages: list[Any] = field(default_factory=list)
-
-
-@dataclass
-class DoneEvent:
-    """Row ``index`` finished."""
-
-    index: int
-    output: Output
-
-
-Event = TextEvent | RetrievalEvent | DoneEvent
-
-
-# --- the model protocol ------------------------------------------------------------------------
-@dataclass
-class EngineModel:
-    """What the engine needs: a causal LM, its tokenizer, the query token id, the passage
-    marker texts and a hidden-state → vector map (default: L2 normalisation)."""
-
-    lm: Any
-    tokenizer: Any
-    query_token_id: int
-    passage_open: str = "<passage>"
-    passage_close: str = "</passage>"
-    to_vector: Callable[[Any], Any] | None = None
-    name: str = ""
-    document_token_id: int | None = None
-    entity_token_id: int | None = None
-
-    @classmethod
-    def wrap(cls, model: Any) -> EngineModel:
-        """Accept an :class:`EngineModel` or a ``OneGenModel`` (``.lm``, ``.tokenizer``,
-        ``.config``, ``token_id(role)``, ``hidden_to_vector``)."""
-        if isinstance(model, EngineModel):
-            return model
-        cfg = getattr(model, "config", None)
-        opened = getattr(cfg, "passage_open", None) or getattr(cfg, "passage_start", None) or "<passage>"
-        closed = getattr(cfg, "passage_close", None) or getattr(cfg, "passage_end", None) or "</passage>"
-        roles = {}
-        for role in ("document", "entity"):
-            try:
-                roles[role] = int(model.token_id(role))
-            except (KeyError, ValueError):
-                roles[role] = None
-        return cls(model.lm, model.tokenizer, int(model.token_id("query")), opened, closed,
-                   getattr(model, "hidden_to_vector", None), str(getattr(model, "name", "") or ""),
-                   roles["document"], roles["entity"])
-
-    def vectors(self, hidden: Any) -> Any:
-        """Retrieval vectors from last-layer hidden states ``[n, d]``."""
-        if self.to_vector is not None:
-            return self.to_vector(hidden)
-        import torch
-
-        return torch.nn.functional.normalize(hidden.float(), dim=-1)
-
-
-def split_lm(lm: Any) -> tuple[Any, Any]:
-    """``(decoder, lm_head)`` of a causal LM (plain or peft-wrapped), so that logits are computed
-    only where needed; the decoder returns the final-norm hidden states."""
-    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
-    decoder = getattr(base, getattr(base, "base_model_prefix", "model"), None)
-    head = base.get_output_embeddings()
-    if decoder is None or head is None:
-        raise TypeError(f"cannot find the decoder and head of {type(base).__name__}")
-    return decoder, head
-
-
-# --- the loop ----------------------------------------------------------------------------------
-class _Row:
-    """Decoding state of one prompt."""
-
-    def __init__(self, index: int, prompt: list[int], params: SamplingParams):
-        import torch
-
-        self.index = index
-        self.params = params
-        self.gen = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
-        self.sequence = list(prompt)
-        self.generated: list[int] = []
-        self.pending: list[int] = list(prompt)
-        self.trace: list[Retrieval] = []
-        self.inserted: set[int] = set()
-        self.emitted = ""
-        self.done = ""
-
-
-def decode(model: EngineModel, index: Any, prompts: Sequence[list[int]],
-           params: SamplingParams | Sequence[SamplingParams]) -> Iterator[Event]:
-    """The engine loop: decode ``prompts`` (token ids) together, retrieving from ``index``
-    (a :class:`unirag.onegen.docindex.OneGenIndex` or ``None``) at every query token; ``params``
-    is one :class:`SamplingParams` for all rows or one per row. Yields :class:`TextEvent`,
-    :class:`RetrievalEvent` and :class:`DoneEvent`."""
-    import torch
-
-    decoder, head = split_lm(model.lm)
-    cap = getattr(decoder.config, "final_logit_softcapping", None)
-    tok = model.tokenizer
-    eos = _eos_ids(model)
-    per_row = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
-    if len(per_row) != len(prompts):
-        raise ValueError(f"{len(per_row)} SamplingParams for {len(prompts)} prompts")
-    rows = [_Row(i, list(p), q) for i, (p, q) in enumerate(zip(prompts, per_row))]
-    if any(not r.pending for r in rows):
-        raise ValueError("empty prompt")
-    state = _Cache(decoder, tok.pad_token_id if tok.pad_token_id is not None else 0, len(rows))
-    active = list(rows)  # rows still in the cache, in cache order
-    passage_tokens: PassageCache = {}
-    with torch.inference_mode():
-        while active:
-            fed = [r.pending for r in active]
-            last = state.forward(fed)
-            for r in active:
-                r.pending = []
-            # rows whose last fed token is a generated query token retrieve now
-            want = [b for b, r in enumerate(active) if _wants_retrieval(r, fed[b], model, index)]
-            inserted = set()
-            if want:
-                qv = model.vectors(last[want]).float().cpu().numpy()
-                for j, b in enumerate(want):
-                    event = _retrieve(active[b], qv[j], index, model, passage_tokens, int(state.npos[b]) - 1)
-                    if event.retrieval.inserted:
-                        inserted.add(b)
-                    yield event
-            need = [b for b in range(len(active)) if b not in inserted]
-            if need:
-                logits = head(last[need]).float().cpu()
-                if cap:  # final-logit soft-capping (Gemma-style configs)
-                    logits = torch.tanh(logits / cap) * cap
-                for j, b in enumerate(need):
-                    r = active[b]
-                    text = _next_token(r, logits[j], model, index, eos)
-                    if text:
-                        yield TextEvent(r.index, text)
-            keep = [b for b, r in enumerate(active) if not r.done]
-            for r in active:
-                if r.done:
-                    yield DoneEvent(r.index, _output(r, tok))
-            if len(keep) < len(active):
-                state.select(keep)
-                active = [active[b] for b in keep]
-
-
-class _Cache:
-    """The batch's KV cache, its 2-D attention mask (holes = 0) and each row's next position."""
-
-    def __init__(self, decoder: Any, pad: int, n: int):
-        import torch
-        from transformers import DynamicCache
-
-        self.decoder, self.pad = decoder, pad
-        self.dev = next(decoder.parameters()).device
-        self.cache = DynamicCache(config=decoder.config)
-        self.mask = torch.zeros((n, 0), dtype=torch.long)
-        self.npos = torch.zeros(n, dtype=torch.long)
-
-    def _run(self, cache: Any, mask: Any, npos: Any, fed: list[list[int]]) -> tuple[Any, Any]:
-        """One forward of rows ``fed`` (right-padded) on ``cache``; ``(last hidden [n, d], step mask)``."""
-        import torch
-
-        width = max(len(f) for f in fed)
-        ids = torch.full((len(fed), width), self.pad, dtype=torch.long)
-        step = torch.zeros((len(fed), width), dtype=torch.long)
-        for b, f in enumerate(fed):
-            ids[b, : len(f)] = torch.tensor(f)
-            step[b, : len(f)] = 1
-        lengths = step.sum(1)
-        pos = torch.minimum(npos[:, None] + torch.arange(width)[None, :], (npos + lengths - 1)[:, None])
-        out = self.decoder(input_ids=ids.to(self.dev), attention_mask=torch.cat([mask, step], 1).to(self.dev),
-                           position_ids=pos.to(self.dev), past_key_values=cache, use_cache=True)
-        h = out.last_hidden_state
-        return h[torch.arange(len(fed), device=self.dev), (lengths - 1).to(self.dev)], step
-
-    def forward(self, fed: list[list[int]]) -> Any:
-        """Feed every row its pending tokens; the last-layer hidden state at each row's last token.
-
-        When some rows prefill a passage while others decode one token, the two groups run as two
-        forwards on sub-caches (decoding rows do not pay for the passage width); their new columns
-        are merged back, the decoding rows' extra columns being masked holes."""
-        import torch
-        from transformers import DynamicCache
-
-        long = [b for b, f in enumerate(fed) if len(f) > 1]
-        short = [b for b, f in enumerate(fed) if len(f) == 1]
-        if not long or not short or len(self.cache.layers) == 0 or self.mask.shape[1] == 0:
-            last, step = self._run(self.cache, self.mask, self.npos, fed)
-        else:
-            t = self.mask.shape[1]
-            width = max(len(fed[b]) for b in long)
-            last, subs = None, []
-            for group in (long, short):
-                sel = torch.tensor(group, device=self.dev)
-                sub = DynamicCache(ddp_cache_data=[(lay.keys[sel], lay.values[sel]) for lay in self.cache.layers],
-                                   config=self.decoder.config)
-                h, _ = self._run(sub, self.mask[group], self.npos[group], [fed[b] for b in group])
-                if last is None:
-                    last = h.new_empty((len(fed), h.shape[-1]))
-                last[sel] = h
-                subs.append((sel, sub))
-            for i, lay in enumerate(self.cache.layers):
-                k0 = subs[0][1].layers[i].keys
-                shape = (len(fed), k0.shape[1], t + width, k0.shape[3])
-                keys, values = k0.new_zeros(shape), k0.new_zeros(shape)
-                for sel, sub in subs:
-                    n = sub.layers[i].keys.shape[2]
-                    keys[sel, :, :n], values[sel, :, :n] = sub.layers[i].keys, sub.layers[i].values
-                lay.keys, lay.values = keys, values
-            step = torch.zeros((len(fed), width), dtype=torch.long)
-            for b, f in enumerate(fed):
-                step[b, : len(f)] = 1
-        self.mask = torch.cat([self.mask, step], 1)
-        self.npos += torch.tensor([len(f) for f in fed])
-        self.compact()
-        return last
-
-    def compact(self, max_holes: float = 0.25) -> None:
-        """Left-pack each row's real columns once holes exceed ``max_holes`` of the cache.
-
-        Cached keys already carry their rotary positions and attention ignores key order under the
-        mask, so moving columns changes nothing but the cost: rows retrieving at different steps
-        would otherwise leave every other row a hole as wide as each passage."""
-        import torch
-
-        real = self.mask.bool()
-        width = int(real.sum(1).max())
-        if width >= self.mask.shape[1] * (1 - max_holes):
-            return
-        order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)[:, :width]
-        idx = order.to(self.dev)
-        for lay in self.cache.layers:
-            if getattr(lay, "keys", None) is None or not lay.keys.numel():
-                continue
-            g = idx[:, None, :, None].expand(-1, lay.keys.shape[1], -1, lay.keys.shape[3])
-            lay.keys, lay.values = torch.gather(lay.keys, 2, g), torch.gather(lay.values, 2, g)
-        self.mask = torch.gather(self.mask, 1, order)
-
-    def select(self, keep: list[int]) -> None:
-        """Keep only rows ``keep``; drop columns that are holes in every remaining row."""
-        import torch
-
-        if not keep:
-            return
-        sel = torch.tensor(keep)
-        self.cache.batch_select_indices(sel.to(self.dev))
-        self.mask, self.npos = self.mask[sel], self.npos[sel]
-        live = self.mask.any(dim=0)
-        if not bool(live.all()):
-            _drop_columns(self.cache, live.to(self.dev))
-            self.mask = self.mask[:, live]
-
-
-def _next_token(r: _Row, logits: Any, model: EngineModel, index: Any, eos: set[int]) -> str:
-    """Choose row ``r``'s next token (forced query token, or sampled with the query token banned
-    once the retrieval budget is spent), append it, return the new text."""
-    p = r.params
-    if len(r.trace) >= p.max_retrievals or index is None:
-        logits[model.query_token_id] = float("-inf")
-    budget = len(r.trace) < p.max_retrievals and index is not None
-    if budget and (len(r.generated) in p.force_query_at or (
-            p.retrieve_prob is not None
-            and float(logits.float().softmax(-1)[model.query_token_id]) >= p.retrieve_prob)):
-        t = model.query_token_id
-    else:
-        t = _sample(logits, p, r.gen)
-    r.generated.append(t)
-    r.sequence.append(t)
-    r.pending = [t]
-    return _check_stop(r, t, eos, p, model.tokenizer)
-
-
-def _wants_retrieval(r: _Row, fed: list[int], model: EngineModel, index: Any) -> bool:
-    return (index is not None and len(fed) == 1 and bool(r.generated) and fed[0] == r.generated[-1]
-            and fed[0] == model.query_token_id and len(r.trace) < r.params.max_retrievals)
-
-
-def _retrieve(r: _Row, qvec: np.ndarray, index: Any, model: EngineModel, cache: PassageCache, position: int,
-              ) -> RetrievalEvent:
-    """Search, skip passages already in the row, queue the passage tokens for prefill."""
-    params = r.params
-    scores, hits = index.search(qvec[None, :], max(params.candidates, params.k), exclude=r.inserted)
-    scores, hits = scores[0], hits[0]
-    ok = [j for j in range(len(hits)) if hits[j] >= 0]
-    chosen = ok[: params.k]
-    if params.threshold is not None:
-        chosen = [j for j in chosen if scores[j] >= params.threshold]
-    ids = index.store.ids(hits[ok])
-    tokens: list[int] = []
-    passages = [index.store[int(hits[j])] for j in chosen]
-    for j, p in zip(chosen, passages):
-        row = int(hits[j])
-        key = (row, params.max_passage_words, params.max_passage_tokens)
-        if key not in cache:
-            cache[key] = passage_ids(model, cut_words(p.contents, params.max_passage_words),
-                                     params.max_passage_tokens)
-        tokens += cache[key]
-        r.inserted.add(row)
-    ret = Retrieval(step=len(r.generated) - 1, position=position, ids=ids,
-                    scores=[float(scores[j]) for j in ok], inserted=[p.id for p in passages],
-                    n_tokens=len(tokens), vector=qvec.copy() if params.keep_vectors else None)
-    r.trace.append(ret)
-    r.pending = tokens
-    r.sequence += tokens
-    return RetrievalEvent(r.index, ret, passages)
-
-
-def cut_words(text: str, words: int | None) -> str:
-    """The first ``words`` words of ``text``, with `` ...`` when cut (``None``: unchanged)."""
-    parts = text.split()
-    return text if words is None or len(parts) <= words else " ".join(parts[:words]) + " ..."
-
-
-def passage_ids(model: EngineModel, text: str, max_tokens: int) -> list[int]:
-    """Token ids of ``passage_open + text + passage_close``, the text cut to ``max_tokens``."""
-    tok = model.tokenizer
-    body = tok(text, add_special_tokens=False)["input_ids"][:max_tokens]
-    return (tok(model.passage_open, add_special_tokens=False)["input_ids"] + body
-            + tok(model.passage_close, add_special_tokens=False)["input_ids"])
-
-
-def _sample(logits: Any, params: SamplingParams, gen: Any) -> int:
-    import torch
-
-    if params.temperature <= 0:
-        return int(torch.argmax(logits))
-    logits = logits / params.temperature
-    if params.top_k > 0:
-        kth = torch.topk(logits, min(params.top_k, logits.numel())).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    if params.top_p < 1.0:
-        sp, si = torch.sort(probs, descending=True)
-        cut = torch.cumsum(sp, dim=-1) - sp > params.top_p
-        sp[cut] = 0
-        probs = torch.zeros_like(probs).scatter(0, si, sp)
-    return int(torch.multinomial(probs / probs.sum(), 1, generator=gen))
-
-
-def _eos_ids(model: EngineModel) -> set[int]:
-    ids = set()
-    eos = model.tokenizer.eos_token_id
-    if eos is not None:
-        ids.add(int(eos))
-    cfg_eos = getattr(getattr(model.lm, "generation_config", None), "eos_token_id", None)
-    if isinstance(cfg_eos, int):
-        ids.add(cfg_eos)
-    elif cfg_eos:
-        ids.update(int(e) for e in cfg_eos)
-    return ids
-
-
-def _text(r: _Row, tok: Any) -> str:
-    return tok.decode(r.generated, skip_special_tokens=True)
-
-
-def _check_stop(r: _Row, t: int, eos: set[int], params: SamplingParams, tok: Any) -> str:
-    """Mark the row done on EOS, a stop string or the token budget; return its new text."""
-    if t in eos:
-        r.done = "stop"
-    text = _text(r, tok)
-    for s in params.stop:
-        at = text.find(s, max(0, len(r.emitted) - len(s)))
-        if at >= 0:
-            text, r.done = text[:at], "stop"
-    if not r.done and len(r.generated) >= params.max_new_tokens:
-        r.done = "length"
-    if not r.done and text.endswith("\ufffd"):
-        return ""  # an incomplete multi-byte character: wait for the next token
-    new = text[len(r.emitted):] if text.startswith(r.emitted) else ""
-    r.emitted = text
-    return new
-
-
-def _output(r: _Row, tok: Any) -> Output:
-    return Output(r.index, r.emitted, tok.decode(r.generated, skip_special_tokens=False),
-                  list(r.generated), list(r.sequence), list(r.trace), r.done)
-
-
-def _drop_columns(cache: Any, live: Any) -> None:
-    """Remove sequence positions that no remaining row attends to (dynamic cache layers)."""
-    for layer in cache.layers:
-        if getattr(layer, "keys", None) is not None and layer.keys.numel():
-            layer.keys = layer.keys[:, :, live]
-            layer.values = layer.values[:, :, live]
-
-
-# --- user API ----------------------------------------------------------------------------------
 class OneGenEngine:
-    """``generate(prompts, params)`` / ``stream(prompts, params)`` over one OneGen model and a
-    swappable document index (:class:`unirag.onegen.docindex.OneGenIndex`)."""
+    """OneGen QA over a OneGen model and its own document index (a dense retriever whose
+    embedding function is the model). ``k`` defaults to 1 passage per query token and passages
+    are cut to :data:`PASSAGE_WORDS` words unless the params say otherwise."""
 
-    def __init__(self, model: Any, index: Any = None):
-        self.model = EngineModel.wrap(model)
-        self.index = index
+    name = "onegen"
 
-    def swap_index(self, index: Any) -> None:
-        """Replace the knowledge (an index object or a folder path) without touching the model."""
-        if not hasattr(index, "search"):
-            from unirag.onegen.docindex import OneGenIndex
+    def __init__(self, model: Any, retriever: Any, model_dir: str | Path | None = None):
+        self.model = model
+        self.retriever = retriever
+        self.model_dir = model_dir
 
-            index = OneGenIndex.load(index)
-        self.index = index
+    # --- the door's verbs ------------------------------------------------------------------
+    def search(self, queries: Sequence[str], k: int) -> Any:
+        """Top-``k`` by the model's own query vectors (question, then the query token)."""
+        return self.retriever.search(list(queries), k)
 
-    def encode(self, prompts: PromptLike | Sequence[PromptLike]) -> list[list[int]]:
-        """Token ids of each prompt (strings are tokenized with the tokenizer's special tokens)."""
-        if isinstance(prompts, str) or (len(prompts) and isinstance(prompts[0], int)):
-            prompts = [prompts]  # type: ignore[list-item]
-        tok = self.model.tokenizer
-        return [tok(p)["input_ids"] if isinstance(p, str) else list(p) for p in prompts]
+    def swap_index(self, folder: str) -> None:
+        """Retrieve from another OneGen index folder of the same model (no reload)."""
+        from unirag.onegen.docindex import open_onegen_index
 
-    def stream(self, prompts: PromptLike | Sequence[PromptLike], params: SamplingParams | None = None,
-               ) -> Iterator[Event]:
-        """Events as they happen: text pieces, retrievals, finished rows."""
-        yield from decode(self.model, self.index, self.encode(prompts), params or SamplingParams())
+        name = self.retriever.index.manifest.encoder if self.retriever is not None else None
+        self.retriever = open_onegen_index(folder, self.model, model_name=name)
 
-    def generate(self, prompts: PromptLike | Sequence[PromptLike], params: SamplingParams | None = None,
-                 ) -> list[Output]:
-        """Finished outputs, one per prompt, in prompt order."""
-        done = [e.output for e in self.stream(prompts, params) if isinstance(e, DoneEvent)]
-        return sorted(done, key=lambda o: o.index)
+    def info(self) -> dict[str, Any]:
+        """Model folder, index folder and size."""
+        r = self.retriever
+        return {"engine": self.name, "model": str(self.model_dir or ""), "index": str(getattr(r, "path", "") or ""),
+                "passages": len(r.store) if r is not None else 0}
+
+    def _params(self, params: SamplingParams) -> SamplingParams:
+        changes: dict[str, Any] = {}
+        if params.k is None:
+            changes["k"] = 1
+        if params.max_passage_words is None:
+            changes["max_passage_words"] = PASSAGE_WORDS
+        return params.with_(**changes) if changes else params
+
+    def _decoder(self) -> Any:
+        from unirag.models.decoding import Decoder
+
+        return Decoder(self.model, self.retriever)
+
+    def _prompt(self, question: str) -> str:
+        from unirag.onegen.qa import qa_prompt
+
+        return qa_prompt(self.model, question)
+
+    def _answer(self, question: str, out: Any, passages: dict[str, Any], n_prompt: int, seconds: float,
+                first: float | None = None) -> Answer:
+        from unirag.onegen.qa import tail_after_retrieval
+
+        sources, trace = [], []
+        for r in out.trace:
+            got = [passages[pid] for pid in r.inserted]
+            sc = [r.scores[r.ids.index(pid)] for pid in r.inserted]
+            sources += make_sources(got, sc, step=r.step, start=len(sources) + 1)
+            trace.append(TraceStep("", r.step, list(r.ids), list(r.scores), list(r.inserted)))
+        tail = tail_after_retrieval(out, self.model.tokenizer)
+        retrieval_tokens = sum(r.n_tokens for r in out.trace)
+        return Answer(question, out.text.strip(), sources, trace,
+                      Usage(n_prompt + retrieval_tokens, len(out.token_ids)),
+                      Timings(0.0, seconds, seconds, first), engine=self.name, finish_reason=out.finish_reason,
+                      short=extract_answer(tail) or extract_answer(out.text))
+
+    def ask_batch(self, questions: Sequence[str], params: SamplingParams) -> list[Answer]:
+        """All questions decoded together (ragged rows, retrieval inside the loop)."""
+        from unirag.models.decoding import DoneEvent, RetrievalEvent as LoopRetrieval
+
+        clock = Clock()
+        dec = self._decoder()
+        prompts = dec.encode([self._prompt(q) for q in questions])
+        passages: dict[str, Any] = {}
+        done = {}
+        for ev in dec.stream(prompts, self._params(params)):
+            if isinstance(ev, LoopRetrieval):
+                passages.update({p.id: p for p in ev.passages})
+            elif isinstance(ev, DoneEvent):
+                done[ev.index] = ev.output
+        each = clock.total() / max(1, len(questions))
+        return [self._answer(q, done[i], passages, len(prompts[i]), each) for i, q in enumerate(questions)]
+
+    def stream(self, question: str, params: SamplingParams) -> Iterator[Event]:
+        """Text as it is generated, a retrieval event at each query token (with the step)."""
+        from unirag.models.decoding import DoneEvent, RetrievalEvent as LoopRetrieval, TextEvent
+
+        clock = Clock()
+        dec = self._decoder()
+        prompt = dec.encode([self._prompt(question)])
+        passages: dict[str, Any] = {}
+        first, n_sources = None, 0
+        for ev in dec.stream(prompt, self._params(params)):
+            if isinstance(ev, TextEvent) and ev.text:
+                first = clock.total() if first is None else first
+                yield TextDelta(ev.text)
+            elif isinstance(ev, LoopRetrieval):
+                r = ev.retrieval
+                passages.update({p.id: p for p in ev.passages})
+                sc = [r.scores[r.ids.index(p.id)] for p in ev.passages]
+                srcs = make_sources(ev.passages, sc, step=r.step, start=n_sources + 1)
+                n_sources += len(srcs)
+                yield RetrievalEvent(TraceStep("", r.step, list(r.ids), list(r.scores), list(r.inserted)), srcs)
+            elif isinstance(ev, DoneEvent):
+                yield Finished(self._answer(question, ev.output, passages, len(prompt[0]), clock.total(), first))

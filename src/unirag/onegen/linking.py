@@ -19,6 +19,9 @@ into training and held-out sets by a hash of their title.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import dataclasses
 import hashlib
 import re
@@ -212,18 +215,36 @@ def build_entity_index(out: Any, model: Any, name: str = "", progress: bool = Tr
     return build_onegen_index(entity_passages(summaries), out, model, name=name, progress=progress, role="entity")
 
 
+def load_linker(model: str | os.PathLike | None = None, index: str | os.PathLike | None = None,
+                progress: bool = True, candidates: int = 5) -> tuple[EntityLinker, Path]:
+    """``(EntityLinker, model folder)``: the OneGen model (default: the trained default, else the
+    packaged adapter) over an entity index folder (default: its own index of the Wikipedia
+    articles, built once into the cache)."""
+    from unirag.onegen.docindex import ensure_onegen_index, model_name, open_onegen_index, resolve_onegen_dir
+    from unirag.onegen.model import OneGenModel
+
+    folder = resolve_onegen_dir(model)
+    og = OneGenModel.from_pretrained(folder, merge=True)
+    if index is None:
+        path = ensure_onegen_index(og, folder, role="entity", progress=progress)
+        retriever = open_onegen_index(path, og, model_name=model_name(folder) + "#entity", role="entity")
+    else:
+        retriever = open_onegen_index(index, og, role="entity")
+    return EntityLinker(og, retriever, candidates=candidates), folder
+
+
 # --- inference ---------------------------------------------------------------------------------
 class EntityLinker:
     """``link(texts)``: the model copies each text marking mentions; every mention token's vector
     is searched in the entity index (nothing is inserted: linking costs no extra forward)."""
 
     def __init__(self, model: Any, index: Any, candidates: int = 5, max_mentions: int = 64):
-        from unirag.onegen.engine import EngineModel, OneGenEngine
+        from unirag.models.decoding import EngineModel, Decoder
 
         em = EngineModel.wrap(model)
         mention = model.token_id("mention") if hasattr(model, "token_id") else em.query_token_id
         self.model, self.em = model, dataclasses.replace(em, query_token_id=int(mention))
-        self.engine = OneGenEngine(self.em, index)
+        self.engine = Decoder(self.em, index)
         self.candidates, self.max_mentions = candidates, max_mentions
 
     def prompt(self, text: str) -> str:
@@ -234,7 +255,7 @@ class EntityLinker:
 
     def params(self, texts: Sequence[str]):
         """Greedy decoding with a budget of the longest text plus room for the markers."""
-        from unirag.onegen.engine import SamplingParams
+        from unirag.models.decoding import SamplingParams
 
         n = max(len(self.em.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
         return SamplingParams(max_new_tokens=int(n * 1.6) + 16, k=0, candidates=self.candidates,
@@ -252,7 +273,7 @@ class EntityLinker:
 
 
 def parse_links(text: str, output: Any, tokenizer: Any) -> list[LinkedSpan]:
-    """Spans of an engine :class:`~unirag.onegen.engine.Output`: the surface of each mention token
+    """Spans of an engine :class:`~unirag.models.decoding.Output`: the surface of each mention token
     is the generated text since the last :data:`MENTION_OPEN`; it is aligned to ``text`` left to right."""
     spans, cursor = [], 0
     for r in output.trace:

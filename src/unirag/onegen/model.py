@@ -185,25 +185,11 @@ class OneGenModel(nn.Module):
     def _vectors_at_end(self, seqs: list[list[int]], batch_size: int, progress: bool, desc: str) -> np.ndarray:
         was_training = self.training
         self.eval()
-        order = np.argsort([-len(s) for s in seqs], kind="stable")
-        out = np.zeros((len(seqs), self.hf_model.config.hidden_size), dtype=np.float32)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(seqs), desc=desc, unit=" texts")
-        for s in range(0, len(seqs), batch_size):
-            idx = order[s : s + batch_size]
-            ids, mask = pad_right([seqs[i] for i in idx], self.tokenizer.pad_token_id, self.device)
-            h = self.hidden_states(ids, mask)
-            last = mask.sum(1) - 1
-            out[idx] = self.hidden_to_vector(h[torch.arange(len(idx)), last]).cpu().numpy()
-            if bar is not None:
-                bar.update(len(idx))
-        if bar is not None:
-            bar.close()
-        self.train(was_training)
-        return out
+        try:
+            return vectors_at_end(self.decoder, self.hidden_to_vector, seqs, self.tokenizer.pad_token_id,
+                                  batch_size, progress=progress, desc=desc)
+        finally:
+            self.train(was_training)
 
     # --- training ------------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> OneGenOutput:
@@ -249,6 +235,33 @@ class OneGenModel(nn.Module):
         if cap:
             logits = torch.tanh(logits / cap) * cap
         return F.cross_entropy(logits, target[sel], reduction="none"), target[sel]
+
+
+def vectors_at_end(decoder: Any, to_vector: Any, seqs: list[list[int]], pad_id: int, batch_size: int = 16,
+                   progress: bool = False, desc: str = "embedding", bar: Any = None) -> np.ndarray:
+    """``float32 [n, hidden]``: ``to_vector`` of the last-layer hidden state at the last token of each
+    sequence, computed by ``decoder`` (a transformer body) in length-sorted, right-padded batches.
+    The one embedding loop of OneGen: document, entity and query vectors all come from here."""
+    order = np.argsort([-len(s) for s in seqs], kind="stable")
+    out = np.zeros((len(seqs), decoder.config.hidden_size), dtype=np.float32)
+    own = bar is None and progress
+    if own:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(seqs), desc=desc, unit=" texts")
+    dev = next(decoder.parameters()).device
+    with torch.inference_mode():
+        for s in range(0, len(seqs), batch_size):
+            idx = order[s : s + batch_size]
+            ids, mask = pad_right([seqs[i] for i in idx], pad_id, dev)
+            h = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            last = mask.sum(1) - 1
+            out[idx] = to_vector(h[torch.arange(len(idx), device=dev), last]).float().cpu().numpy()
+            if bar is not None:
+                bar.update(len(idx))
+    if own:
+        bar.close()
+    return out
 
 
 def pad_right(seqs: list[list[int]], pad_id: int, device: Any = "cpu") -> tuple[torch.Tensor, torch.Tensor]:

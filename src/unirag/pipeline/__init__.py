@@ -1,5 +1,6 @@
 """Retrieve-then-read: top-k passages, numbered, into the generator's chat template; answer with sources."""
 
-from unirag.pipeline.rag_pipeline import Answer, Pipeline, PipelineConfig, build_prompt
+from unirag.pipeline.engine import PipelineConfig, PipelineEngine
+from unirag.pipeline.prompt import SYSTEM, build_prompt
 
-__all__ = ["Answer", "Pipeline", "PipelineConfig", "build_prompt"]
+__all__ = ["SYSTEM", "PipelineConfig", "PipelineEngine", "build_prompt"]

@@ -30,16 +30,19 @@ class RagAnswer:
     doc_posterior: list[float]
     token_posteriors: list[list[float]]
     spans: list = field(default_factory=list)
+    doc_scores: list[float] = field(default_factory=list)
+    context_tokens: int = 0
 
 
 def answer_questions(model: RagModel, questions: list[str], variant: str | None = None, decoding: str | None = None,
                      num_beams: int = 4, max_new_tokens: int | None = None, temperature: float = 1.0,
                      top_k: int = 0, top_p: float = 1.0, n_docs: int | None = None,
-                     attribution: bool = True) -> list[RagAnswer]:
+                     attribution: bool = True, generator: torch.Generator | None = None) -> list[RagAnswer]:
     """Retrieve, decode and attribute; one :class:`RagAnswer` per question.
 
     ``decoding``: greedy / sample / beam (RAG-Token marginal) or thorough / fast (RAG-Sequence);
-    the default follows ``variant`` (greedy for token, thorough for sequence).
+    the default follows ``variant`` (greedy for token, thorough for sequence). ``generator``
+    is the private random generator of sampling.
     """
     from unirag.rag import attribution as A
     from unirag.rag import decoding as D
@@ -60,7 +63,7 @@ def answer_questions(model: RagModel, questions: list[str], variant: str | None 
         g = model.generator
         if decoding in ("greedy", "sample"):
             out = D.token_sample(g, ctx, ds, t, eos, pad, do_sample=decoding == "sample", temperature=temperature,
-                                 top_k=top_k, top_p=top_p)
+                                 top_k=top_k, top_p=top_p, generator=generator)
         elif decoding == "beam":
             out = D.token_beam_search(g, ctx, ds, num_beams, t, eos, pad)
         elif decoding == "thorough":
@@ -77,6 +80,7 @@ def answer_questions(model: RagModel, questions: list[str], variant: str | None 
             tpost = A.token_posteriors(tok_lp, ds)
             spost = A.sequence_posterior(tok_lp, ds, mask[:, 0])
         prior = ds.float().softmax(-1)
+        n_ctx = ctx.attention_mask.reshape(len(questions), -1).sum(1).tolist()
         for i, q in enumerate(questions):
             toks = out.tokens[i]
             text = tok.decode(toks, skip_special_tokens=True).strip()
@@ -84,7 +88,7 @@ def answer_questions(model: RagModel, questions: list[str], variant: str | None 
             answers.append(RagAnswer(
                 q, text, toks, float(out.scores[i]), ret.passages[i], prior[i].tolist(),
                 spost[i].tolist() if attribution else [], tp.tolist() if attribution else [],
-                A.spans(toks, tp, tok) if attribution else []))
+                A.spans(toks, tp, tok) if attribution else [], ds[i].float().tolist(), int(n_ctx[i])))
     model.train(was)
     return answers
 

@@ -54,6 +54,11 @@ def build_index(
     """Write an index folder at ``out``: ``docs/`` (doc store), ``index.faiss`` (dense, embedded
     with ``encoder`` in length-sorted batches), ``bm25/`` and ``manifest.json`` with checksums.
 
+    ``encoder`` is a name (loaded as :class:`~unirag.models.Encoder`) or any embedding function
+    with ``name``, ``dim`` and ``encode(texts, batch_size=, sort_by_length=, bar=)`` (and
+    optionally ``info()`` for the manifest), e.g. a OneGen model's
+    :class:`~unirag.onegen.docindex.OneGenEncoder`.
+
     The folder appears only when complete; an existing one is replaced only on success.
     """
     if not dense and not bm25:
@@ -72,8 +77,9 @@ def build_index(
             index = Index(encoder.dim, factory, "ip")
             m = index.manifest
             m.encoder = encoder.name
-            m.encoder_info = {"pooling": encoder.pooling, "normalize": encoder.normalize,
-                              "max_length": encoder.max_length}
+            m.encoder_info = (encoder.info() if hasattr(encoder, "info") else
+                              {"pooling": encoder.pooling, "normalize": encoder.normalize,
+                               "max_length": encoder.max_length})
             bar = None
             if progress:
                 from tqdm.auto import tqdm

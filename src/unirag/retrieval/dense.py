@@ -1,8 +1,9 @@
-"""Dense retrieval: an encoder embeds queries, a FAISS ``Index`` finds the nearest passages."""
+"""Dense retrieval: an embedding function embeds queries, a FAISS ``Index`` finds the nearest passages."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +16,37 @@ from unirag.retrieval.base import SearchResult
 
 
 class DenseRetriever:
-    """Bi-encoder retrieval by maximum inner product over an index folder."""
+    """Bi-encoder retrieval by maximum inner product over an index folder.
 
-    def __init__(self, encoder, index: Index, store: DocStore):
+    ``encoder`` is the embedding function of the index (a sentence encoder, or a OneGen model's
+    :class:`~unirag.onegen.docindex.OneGenEncoder`); queries use its ``encode_queries`` when it
+    has one, else ``encode``."""
+
+    def __init__(self, encoder, index: Index, store: DocStore, path: Path | None = None):
         self.encoder = encoder
-        self.index = index
-        self.store = store
+        self._parts = (index, store, path)  # swapped as one tuple: readers see old or new, never a mix
         if encoder is not None:
             check_encoder(index, encoder)
+
+    @property
+    def index(self) -> Index:
+        """The FAISS index."""
+        return self._parts[0]
+
+    @property
+    def store(self) -> DocStore:
+        """The doc store (row -> passage)."""
+        return self._parts[1]
+
+    @property
+    def path(self) -> Path | None:
+        """The index folder."""
+        return self._parts[2]
+
+    @classmethod
+    def from_parts(cls, encoder, index: Index, path: str | os.PathLike) -> DenseRetriever:
+        """A retriever over an already loaded ``index`` of folder ``path`` (opens its doc store)."""
+        return cls(encoder, index, DocStore(Path(path) / DOCS_DIR), Path(path))
 
     @classmethod
     def load(cls, path: str | os.PathLike, encoder=None, verify: bool = True) -> DenseRetriever:
@@ -32,30 +56,52 @@ class DenseRetriever:
         path = Path(path)
         index = Index.load(path, verify=verify)
         if encoder is None:
+            if index.manifest.encoder_info.get("kind") == "onegen":
+                raise IndexMismatchError(f"{path} holds a OneGen model's vectors: open it with the onegen engine "
+                                         "(its queries come from the model itself)")
             encoder = Encoder.from_pretrained(index.manifest.encoder)
         elif isinstance(encoder, str):
             encoder = Encoder.from_pretrained(encoder)
-        return cls(encoder, index, DocStore(path / DOCS_DIR))
+        return cls.from_parts(encoder, index, path)
 
     def swap_index(self, path: str | os.PathLike, verify: bool = True) -> None:
-        """Replace index and doc store by another folder built with the same encoder (no model reload)."""
+        """Replace index and doc store by another folder built with the same encoder (no model reload).
+
+        The new pair is installed by one assignment, so a concurrent search sees the old pair or the
+        new one, never a mix."""
         index = Index.load(path, verify=verify)
         check_encoder(index, self.encoder)
-        old = self.store
-        self.index, self.store = index, DocStore(Path(path) / DOCS_DIR)
-        old.close()
+        self._parts = (index, DocStore(Path(path) / DOCS_DIR), Path(path))
+        # the old store stays open for searches already under way; it closes when collected
 
-    def search_vectors(self, qvecs: np.ndarray, k: int = 10, return_vectors: bool = False) -> SearchResult:
-        """Search with precomputed query vectors ``[n, dim]``."""
-        scores, rows = self.index.search(qvecs, k)
-        vectors = self.index.reconstruct(rows) if return_vectors else None
-        ids = [self.store.ids(r) for r in rows]
-        return SearchResult(ids=ids, scores=scores, rows=rows, vectors=vectors, store=self.store)
+    def search_vectors(self, qvecs: np.ndarray, k: int = 10, return_vectors: bool = False,
+                       exclude: Sequence[set[int]] | None = None) -> SearchResult:
+        """Search with precomputed query vectors ``[n, dim]``; ``exclude[i]`` holds doc-store rows
+        that query ``i`` must not return (the next-best rows take their places; ``-1`` pads)."""
+        index, store, _ = self._parts
+        if not exclude or not any(exclude):
+            scores, rows = index.search(qvecs, k)
+        else:
+            extra = max(len(e) for e in exclude)
+            s, r = index.search(qvecs, k + extra)
+            scores = np.full((len(r), k), -np.inf, dtype=np.float32)
+            rows = np.full((len(r), k), -1, dtype=np.int64)
+            for i in range(len(r)):
+                ex = exclude[i] if i < len(exclude) else set()
+                keep = [j for j in range(r.shape[1]) if r[i, j] >= 0 and int(r[i, j]) not in ex][:k]
+                scores[i, : len(keep)], rows[i, : len(keep)] = s[i, keep], r[i, keep]
+        vectors = index.reconstruct(rows) if return_vectors else None
+        ids = [store.ids(r) for r in rows]
+        return SearchResult(ids=ids, scores=scores, rows=rows, vectors=vectors, store=store)
+
+    def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
+        """Query vectors ``[n, dim]`` from the index's embedding function."""
+        fn = getattr(self.encoder, "encode_queries", None)
+        return fn(list(queries)) if fn is not None else self.encoder.encode(list(queries), batch_size=64)
 
     def search(self, queries: list[str], k: int = 10, return_vectors: bool = False) -> SearchResult:
         """Top-``k`` passages for each query string."""
-        qvecs = self.encoder.encode(list(queries), batch_size=64)
-        return self.search_vectors(qvecs, k, return_vectors)
+        return self.search_vectors(self.embed_queries(queries), k, return_vectors)
 
 
 def check_encoder(index: Index, encoder) -> None:

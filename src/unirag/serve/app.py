@@ -1,5 +1,8 @@
-"""A FastAPI app over a retriever and, lazily, a generator: JSON in, JSON out."""
+"""A FastAPI app over one :class:`unirag.RAG`: JSON in, JSON out, the door's answer schema."""
 
+from __future__ import annotations
+
+import threading
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -8,57 +11,44 @@ from pydantic import BaseModel, Field
 class SearchRequest(BaseModel):
     """Body of ``POST /search``."""
 
-    query: str = Field(min_length=1)
-    k: int = Field(5, ge=1, le=1000)
-    retriever: str = "dense"
+    query: str = Field(min_length=1, max_length=4000)
+    k: int = Field(5, ge=1, le=100)
 
 
 class AskRequest(BaseModel):
     """Body of ``POST /ask``."""
 
-    question: str = Field(min_length=1)
-    k: int = Field(3, ge=1, le=20)
-    retriever: str = "dense"
+    question: str = Field(min_length=1, max_length=4000)
+    k: int | None = Field(None, ge=1, le=20)
     max_new_tokens: int = Field(96, ge=1, le=1024)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    seed: int | None = None
 
 
-def create_app(retrievers: dict[str, Any], generator_name: str = "smollm2-135m-instruct", generator: Any = None):
-    """Build the app. ``retrievers`` maps a kind (``dense``, ``bm25``, ``hybrid``) to a retriever;
-    the generator loads on the first ``/ask`` unless given."""
-    from fastapi import FastAPI, HTTPException
+def create_app(rag: Any):
+    """Build the app over a loaded :class:`unirag.RAG` (models load before the app exists)."""
+    from fastapi import FastAPI
 
-    from unirag.pipeline import Pipeline, PipelineConfig
+    from unirag.sampling_params import SamplingParams
 
     app = FastAPI(title="unirag", description="Search and answer with sources over a unirag index.")
-    import threading
-
-    state: dict[str, Any] = {"generator": generator}
     lock = threading.Lock()  # one generation at a time: the model is shared
-
-    def pick(kind: str) -> Any:
-        if kind not in retrievers:
-            raise HTTPException(422, f"unknown retriever {kind!r}; this server has {sorted(retrievers)}")
-        return retrievers[kind]
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "retrievers": sorted(retrievers),
-                "passages": len(next(iter(retrievers.values())).store)}
+        info = rag.info()
+        return {"status": "ok", "engine": info.get("engine"), "passages": info.get("passages", 0)}
 
     @app.post("/search")
     def search(req: SearchRequest) -> dict:
-        res = pick(req.retriever).search([req.query], req.k)
-        return {"query": req.query, "retriever": req.retriever, "hits": res.hits(0)}
+        hits = rag.search(req.query, req.k)
+        return {"query": req.query, "hits": [h.to_dict() for h in hits]}
 
     @app.post("/ask")
     def ask(req: AskRequest) -> dict:
-        retriever = pick(req.retriever)
+        params = SamplingParams(max_new_tokens=req.max_new_tokens, temperature=req.temperature, seed=req.seed,
+                                k=req.k)
         with lock:
-            if state["generator"] is None:
-                from unirag.models import Generator
-
-                state["generator"] = Generator.from_pretrained(generator_name)
-            pipe = Pipeline(retriever, state["generator"], PipelineConfig(k=req.k, max_new_tokens=req.max_new_tokens))
-            return pipe.ask(req.question).to_dict()
+            return rag.ask(req.question, params).to_dict()
 
     return app

@@ -74,14 +74,10 @@ def load_qa(source: str, split: str = "train") -> list[QAExample]:
     """``fanoutqa`` (the FanOutQA leaves whose evidence page is in the corpus; ``split`` = train or
     heldout of ``fanoutqa_split()``) or a JSONL file of ``question`` + ``answers``/``answer`` (+ ``gold``)."""
     if source == "fanoutqa":
-        from unirag.data.fanoutqa import fanoutqa_split
-        from unirag.data.wiki import wiki_summaries
+        from unirag.data.fanoutqa import fanoutqa_qa
 
-        titles = wiki_summaries()
-        train, held = fanoutqa_split()
-        qs = train if split == "train" else held
-        return [QAExample(leaf.question, leaf.answers, [leaf.evidence_title])
-                for q in qs for leaf in q.leaves if leaf.evidence_title in titles]
+        return [QAExample(it.question, it.answers, it.evidence)
+                for it in fanoutqa_qa("single", "train" if split == "train" else "heldout")]
     out = []
     with open(source, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):

@@ -1,0 +1,268 @@
+"""``RAG``: the one door over the three engines (retrieve-then-read, classic RAG, OneGen).
+
+    import unirag
+    rag = unirag.RAG.load(engine="pipeline")            # or "rag-token", "rag-sequence", "onegen"
+    answer = rag.ask("Who painted the Mona Lisa?", unirag.SamplingParams(max_new_tokens=64))
+    print(answer.text, [s.title for s in answer.sources])
+
+Every engine takes the same :class:`~unirag.sampling_params.SamplingParams` and returns the same
+:class:`~unirag.outputs.Answer`; ``stream`` yields the same events. Engine-specific verbs stay on
+``rag.engine`` (e.g. ``rag.engine.model`` is the ``RagModel`` or ``OneGenModel``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from unirag.config.base import ConfigBase, ConfigError
+from unirag.engine import Engine, hits, make_sources
+from unirag.outputs import Answer, Event, Finished, Source
+from unirag.sampling_params import SamplingParams
+
+ENGINES = ("pipeline", "closed-book", "rag-token", "rag-sequence", "onegen")
+ALIASES = {"rag": "rag-token", "closed_book": "closed-book"}
+RETRIEVERS = ("dense", "bm25", "hybrid")
+
+
+def engine_name(name: str) -> str:
+    """The canonical engine name (``rag`` means ``rag-token``); ``ConfigError`` for an unknown one."""
+    key = ALIASES.get(name, name)
+    if key not in ENGINES:
+        raise ConfigError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)} (or 'rag')")
+    return key
+
+
+@dataclass
+class LoadConfig(ConfigBase):
+    """Everything :meth:`RAG.load` needs to rebuild an engine (round-trips to YAML/JSON).
+
+    ``index``: an index folder (default: the built-in Wikipedia index for the pipeline and RAG,
+    the OneGen model's own index of it for OneGen). ``generator``: the reader of the pipeline and
+    RAG engines (alias, folder or hub id; ``onegen`` reads with the packaged OneGen model's LM).
+    ``retriever``: ``dense``, ``bm25`` or ``hybrid`` (pipeline). ``model``: a trained RAG model
+    folder (``RagModel.save_pretrained``) or OneGen model folder. ``k``: passages per question
+    (pipeline 3, RAG 4, OneGen 1 per query token). ``decoding`` / ``num_beams``: RAG decoders."""
+
+    engine: str = "pipeline"
+    index: str | None = None
+    generator: str = "smollm2-135m-instruct"
+    retriever: str = "dense"
+    model: str | None = None
+    k: int | None = None
+    decoding: str | None = None
+    num_beams: int = 4
+    verify: bool = True
+
+    def validate(self) -> LoadConfig:
+        """Check names, numbers and paths (cheap; nothing is loaded). Raises ``ConfigError`` /
+        ``IndexFormatError`` naming the option."""
+        self.engine = engine_name(self.engine)
+        if self.retriever not in RETRIEVERS:
+            raise ConfigError(f"unknown retriever {self.retriever!r}; choose one of {', '.join(RETRIEVERS)}")
+        if self.k is not None and self.k < (0 if self.engine == "closed-book" else 1):
+            raise ConfigError(f"k = {self.k}: must be >= 1")
+        if self.num_beams < 1:
+            raise ConfigError(f"num_beams = {self.num_beams}: must be >= 1")
+        if self.index is not None:
+            from unirag.index.vector import read_manifest
+
+            read_manifest(Path(self.index))  # a clear error now, not after loading models
+        if self.model is not None and not Path(self.model).is_dir():
+            from unirag.models.registry import ModelNotFoundError
+
+            raise ModelNotFoundError(f"{self.model}: no such model folder")
+        if self.engine.startswith("rag-") and self.decoding is not None:
+            from unirag.rag.engine import DECODINGS
+
+            variant = self.engine.split("-")[1]
+            if self.decoding not in DECODINGS[variant]:
+                raise ConfigError(f"decoding {self.decoding!r} is not a {self.engine} decoding; use one of "
+                                  f"{list(DECODINGS[variant])}")
+        return self
+
+
+class RAG:
+    """One engine behind one set of verbs: ``ask``, ``ask_batch``, ``stream``, ``search``,
+    ``swap_index``, ``info``. Build with :meth:`load`; ``params`` are the default
+    :class:`SamplingParams` of calls that pass none."""
+
+    def __init__(self, engine: Engine, params: SamplingParams | None = None, config: LoadConfig | None = None):
+        self.engine = engine
+        self.params = params or SamplingParams(max_new_tokens=96)
+        self.config = config
+
+    @classmethod
+    def load(cls, index: str | os.PathLike | None = None, engine: str = "pipeline", *,
+             generator: str = "smollm2-135m-instruct", retriever: str = "dense", model: str | os.PathLike | None = None,
+             k: int | None = None, decoding: str | None = None, num_beams: int = 4, verify: bool = True,
+             params: SamplingParams | None = None, progress: bool = True) -> RAG:
+        """Load an engine over an index folder. Names and paths are checked before anything loads.
+
+        ``progress`` reports first-run builds (the default index, the OneGen index) on stderr."""
+        cfg = LoadConfig(engine, None if index is None else str(index), generator, retriever,
+                         None if model is None else str(model), k, decoding, num_beams, verify)
+        return cls.from_config(cfg, params=params, progress=progress)
+
+    @classmethod
+    def from_config(cls, cfg: LoadConfig, params: SamplingParams | None = None, progress: bool = True) -> RAG:
+        """Load the engine a :class:`LoadConfig` describes."""
+        cfg.validate()
+        if cfg.engine in ("pipeline", "closed-book"):
+            eng = _pipeline(cfg, progress)
+        elif cfg.engine.startswith("rag-"):
+            eng = _rag(cfg, progress)
+        else:
+            eng = _onegen(cfg, progress)
+        return cls(eng, params, cfg)
+
+    # --- the verbs ---------------------------------------------------------------------------
+    def ask(self, question: str, params: SamplingParams | None = None) -> Answer:
+        """The answer to one question, with its sources."""
+        return self.ask_batch([question], params)[0]
+
+    def ask_batch(self, questions: Sequence[str], params: SamplingParams | None = None,
+                  batch_size: int = 8) -> list[Answer]:
+        """Answers in question order; up to ``batch_size`` questions decode together."""
+        params = _check(params or self.params)
+        if batch_size < 1:
+            raise ConfigError(f"batch_size = {batch_size}: must be >= 1")
+        qs = [_question(q) for q in questions]
+        out: list[Answer] = []
+        for s in range(0, len(qs), batch_size):
+            out += self.engine.ask_batch(qs[s : s + batch_size], params)
+        return out
+
+    def stream(self, question: str, params: SamplingParams | None = None) -> Iterator[Event]:
+        """Events as they happen: :class:`~unirag.outputs.TextDelta`,
+        :class:`~unirag.outputs.RetrievalEvent`, then :class:`~unirag.outputs.Finished`."""
+        return self.engine.stream(_question(question), _check(params or self.params))
+
+    def stream_answer(self, question: str, params: SamplingParams | None = None) -> Answer:
+        """Drain :meth:`stream` and return its final answer."""
+        for ev in self.stream(question, params):
+            if isinstance(ev, Finished):
+                return ev.answer
+        raise RuntimeError("the stream ended without an answer")
+
+    def search(self, query: str | Sequence[str], k: int = 5) -> list[Source] | list[list[Source]]:
+        """Top-``k`` passages as numbered :class:`Source` objects (one list per query for a list)."""
+        if k < 1:
+            raise ConfigError(f"k = {k}: must be >= 1")
+        single = isinstance(query, str)
+        queries = [query] if single else list(query)
+        res = self.engine.search([_question(q) for q in queries], k)
+        out = [make_sources(*hits(res, i)) for i in range(len(queries))]
+        return out[0] if single else out
+
+    def swap_index(self, folder: str | os.PathLike) -> None:
+        """Answer from another index folder from now on (same embedding function, no reload)."""
+        from unirag.index.vector import read_manifest
+
+        read_manifest(Path(folder))
+        self.engine.swap_index(str(folder))
+
+    def info(self) -> dict[str, Any]:
+        """The engine's parts: models, index folder, passage count."""
+        return self.engine.info()
+
+    def __repr__(self) -> str:
+        return f"RAG({self.engine.name}, {self.info().get('index', '')!r})"
+
+
+def _check(params: SamplingParams) -> SamplingParams:
+    if not isinstance(params, SamplingParams):
+        raise ConfigError(f"params must be unirag.SamplingParams, not {type(params).__name__}")
+    return params.validate()
+
+
+def _question(q: Any) -> str:
+    if not isinstance(q, str) or not q.strip():
+        raise ConfigError(f"a question must be a non-empty string, got {q!r}")
+    return q
+
+
+def _default_index(progress: bool) -> Path:
+    from unirag.retrieval.build import ensure_default_index
+
+    return ensure_default_index(progress=progress)
+
+
+def load_generator(name: str) -> Any:
+    """A :class:`~unirag.models.Generator` by alias, folder or hub id; ``onegen`` (or a OneGen model
+    folder) reads with that model's fine-tuned LM, so baselines can share the OneGen model's LM."""
+    from unirag.models.generator import Generator
+
+    folder = None
+    if name == "onegen":
+        from unirag.onegen.docindex import resolve_onegen_dir
+
+        folder = resolve_onegen_dir(None)
+    elif (Path(name) / "onegen_config.json").is_file():
+        folder = Path(name)
+    if folder is None:
+        return Generator.from_pretrained(name)
+    from unirag.onegen.model import OneGenModel
+
+    og = OneGenModel.from_pretrained(folder, merge=True)
+    return Generator(og.lm, og.tokenizer, name=f"onegen:{folder.name}")
+
+
+def _pipeline(cfg: LoadConfig, progress: bool) -> Any:
+    from unirag.pipeline.engine import PipelineConfig, PipelineEngine
+    from unirag.retrieval.loader import load_retriever
+
+    if cfg.engine == "closed-book":
+        return _closed_book(PipelineEngine(None, load_generator(cfg.generator), PipelineConfig(k=0)))
+    folder = Path(cfg.index) if cfg.index else _default_index(progress)
+    retriever = load_retriever(folder, cfg.retriever, verify=cfg.verify)
+    return PipelineEngine(retriever, load_generator(cfg.generator),
+                          PipelineConfig(k=cfg.k if cfg.k is not None else 3))
+
+
+def _closed_book(engine: Any) -> Any:
+    engine.name = "closed-book"
+    return engine
+
+
+def _rag(cfg: LoadConfig, progress: bool) -> Any:
+    from unirag.rag.config import RagConfig
+    from unirag.rag.engine import RagEngine
+    from unirag.rag.model import RagModel
+
+    variant = cfg.engine.split("-")[1]
+    folder = Path(cfg.index) if cfg.index else _default_index(progress)
+    if cfg.model:
+        model = RagModel.from_pretrained(cfg.model, index=folder)
+    else:
+        from unirag.index.vector import read_manifest
+
+        encoder = read_manifest(folder).encoder or RagConfig.question_encoder  # queries as the index's documents
+        model = RagModel.from_config(RagConfig(variant=variant, question_encoder=encoder, generator=cfg.generator),
+                                     index=folder)
+    if cfg.k is not None:
+        model.config.n_docs = cfg.k
+    return RagEngine(model, variant, cfg.decoding, cfg.num_beams)
+
+
+def _onegen(cfg: LoadConfig, progress: bool) -> Any:
+    from unirag.onegen.docindex import ensure_onegen_index, model_name, open_onegen_index, resolve_onegen_dir
+    from unirag.onegen.engine import OneGenEngine
+    from unirag.onegen.model import OneGenModel
+
+    folder = resolve_onegen_dir(cfg.model)
+    og = OneGenModel.from_pretrained(folder, merge=True)
+    if cfg.index:
+        retriever = open_onegen_index(cfg.index, og, verify=cfg.verify)
+    else:
+        if progress:
+            import sys
+
+            print(f"OneGen index of the Wikipedia corpus for {folder.name} (built once: every passage is "
+                  "embedded by the model)", file=sys.stderr)
+        retriever = open_onegen_index(ensure_onegen_index(og, folder, progress=progress), og,
+                                      model_name=model_name(folder), verify=cfg.verify)
+    return OneGenEngine(og, retriever, folder)

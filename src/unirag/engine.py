@@ -1,0 +1,70 @@
+"""The engine protocol: the verbs each engine (pipeline, rag, onegen) implements behind
+:class:`unirag.RAG`, and the helpers they share to build :class:`~unirag.outputs.Answer` objects."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from unirag.corpus.passage import Passage
+from unirag.outputs import Answer, Event, Source
+from unirag.sampling_params import SamplingParams
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What :class:`unirag.RAG` needs from an engine."""
+
+    name: str
+
+    def ask_batch(self, questions: Sequence[str], params: SamplingParams) -> list[Answer]:
+        """One answer per question, in order (decoded together where the engine batches)."""
+        ...
+
+    def stream(self, question: str, params: SamplingParams) -> Iterator[Event]:
+        """Text deltas and retrieval events as they happen, then ``Finished`` with the answer."""
+        ...
+
+    def search(self, queries: Sequence[str], k: int) -> Any:
+        """A :class:`~unirag.retrieval.SearchResult` of the engine's own retriever."""
+        ...
+
+    def swap_index(self, folder: str) -> None:
+        """Answer from another index folder from now on (same embedding function; no reload)."""
+        ...
+
+    def info(self) -> dict[str, Any]:
+        """What the engine is made of: models, index folder, passage count."""
+        ...
+
+
+def make_sources(passages: Sequence[Passage], scores: Sequence[float], step: int | None = None,
+                 start: int = 1) -> list[Source]:
+    """Numbered :class:`Source` objects (``[start]``, ``[start+1]``, ...) of retrieved passages."""
+    return [Source(number=start + i, id=p.id, title=p.title, text=p.text, score=float(s), step=step,
+                   meta=dict(p.meta))
+            for i, (p, s) in enumerate(zip(passages, scores))]
+
+
+def hits(result: Any, i: int) -> tuple[list[Passage], list[float]]:
+    """Query ``i``'s passages and scores of a search result (padding rows dropped)."""
+    rows = [j for j, r in enumerate(result.rows[i]) if r >= 0]
+    return result.passages(i), [float(result.scores[i][j]) for j in rows]
+
+
+class Clock:
+    """Seconds since creation: ``lap()`` returns the time since the last lap."""
+
+    def __init__(self) -> None:
+        self.t0 = self.last = time.perf_counter()
+
+    def lap(self) -> float:
+        """Seconds since the previous lap (or creation)."""
+        now = time.perf_counter()
+        dt, self.last = now - self.last, now
+        return dt
+
+    def total(self) -> float:
+        """Seconds since creation."""
+        return time.perf_counter() - self.t0
