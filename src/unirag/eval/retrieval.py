@@ -47,7 +47,9 @@ def fanoutqa_retrieval_queries(split: str = "all") -> list[RetrievalQuery]:
         qs = fanoutqa_split()[0 if split == "train" else 1]
         leaves = [leaf for q in qs for leaf in q.leaves if leaf.evidence_title in titles]
     else:
-        raise ValueError(f"unknown split {split!r} (all, train, heldout)")
+        from unirag.config.errors import UsageError
+
+        raise UsageError(f"split: unknown split {split!r} (all, train, heldout)")
     return [RetrievalQuery(leaf.id, leaf.question, [leaf.evidence_title]) for leaf in leaves]
 
 

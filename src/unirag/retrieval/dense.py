@@ -9,7 +9,8 @@ import numpy as np
 
 from unirag.corpus.store import DocStore
 from unirag.index.errors import IndexMismatchError
-from unirag.index.vector import DOCS_DIR, Index
+from unirag.index.folder import IndexFolder
+from unirag.index.vector import Index
 from unirag.models.registry import canonical_name
 from unirag.retrieval.base import SearchResult
 
@@ -35,14 +36,14 @@ class DenseRetriever:
             encoder = Encoder.from_pretrained(index.manifest.encoder)
         elif isinstance(encoder, str):
             encoder = Encoder.from_pretrained(encoder)
-        return cls(encoder, index, DocStore(path / DOCS_DIR))
+        return cls(encoder, index, DocStore(IndexFolder(path).docs_dir))
 
     def swap_index(self, path: str | os.PathLike, verify: bool = True) -> None:
         """Replace index and doc store by another folder built with the same encoder (no model reload)."""
         index = Index.load(path, verify=verify)
         check_encoder(index, self.encoder)
         old = self.store
-        self.index, self.store = index, DocStore(Path(path) / DOCS_DIR)
+        self.index, self.store = index, DocStore(IndexFolder(path).docs_dir)
         old.close()
 
     def search_vectors(self, qvecs: np.ndarray, k: int = 10, return_vectors: bool = False) -> SearchResult:

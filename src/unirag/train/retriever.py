@@ -98,7 +98,7 @@ def train_retriever(cfg: DprTrainConfig) -> dict:
     import torch
 
     from unirag.corpus.store import DocStore
-    from unirag.index.vector import DOCS_DIR
+    from unirag.index.folder import IndexFolder
     from unirag.models.encoder import Encoder
     from unirag.retrieval.bm25 import BM25Retriever
     from unirag.retrieval.build import build_index, ensure_default_index
@@ -110,7 +110,7 @@ def train_retriever(cfg: DprTrainConfig) -> dict:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     index_dir = Path(cfg.index) if cfg.index else ensure_default_index()
-    store = DocStore(index_dir / DOCS_DIR)
+    store = DocStore(IndexFolder(index_dir).docs_dir)
     train = load_pairs(cfg.train_data, "train")
     dev = load_pairs(cfg.dev_data, "heldout") if cfg.dev_data else []
     q_enc = Encoder.from_pretrained(cfg.encoder)
