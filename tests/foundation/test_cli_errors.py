@@ -148,3 +148,22 @@ def test_eval_retrieval_options_checked_first(capsys, no_long_work, args, messag
     code, _, err = cli(capsys, "eval", "retrieval", *args)
     assert code == 2 and len(lines(err)) == 1 and lines(err)[0].startswith(message), err
     assert no_long_work == []
+
+
+def test_training_data_readers_name_the_file(tmp_path):
+    from unirag.corpus import CorpusError
+    from unirag.train.rag import load_qa
+    from unirag.train.retriever import load_pairs
+
+    missing = tmp_path / "missing.jsonl"
+    for reader in (load_qa, load_pairs):
+        with pytest.raises(CorpusError, match=f"{missing}: no such file"):
+            reader(str(missing))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q", "gold": ["p1"], "answers": ["a"]}\n{"question": \n')
+    for reader in (load_qa, load_pairs):
+        with pytest.raises(CorpusError, match=f"{bad}:2: invalid JSON"):
+            reader(str(bad))
+    bad.write_text('{"gold": ["p1"]}\n')
+    with pytest.raises(CorpusError, match=f"{bad}:1: needs 'question' and 'gold'"):
+        load_pairs(str(bad))
