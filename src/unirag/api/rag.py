@@ -68,9 +68,9 @@ class LoadConfig(ConfigBase):
         if self.num_beams < 1:
             raise ConfigError(f"num_beams = {self.num_beams}: must be >= 1")
         if self.index is not None:
-            from unirag.index.vector import read_manifest
+            from unirag.index.folder import IndexFolder
 
-            read_manifest(Path(self.index))  # a clear error now, not after loading models
+            IndexFolder(self.index).read_manifest()  # a clear error now, not after loading models
         if self.model is not None and not Path(self.model).is_dir():
             from unirag.models.registry import ModelNotFoundError
 
@@ -160,9 +160,9 @@ class RAG:
 
     def swap_index(self, folder: str | os.PathLike) -> None:
         """Answer from another index folder from now on (same embedding function, no reload)."""
-        from unirag.index.vector import read_manifest
+        from unirag.index.folder import IndexFolder
 
-        read_manifest(Path(folder))
+        IndexFolder(folder).read_manifest()
         self.engine.swap_index(str(folder))
 
     def info(self) -> dict[str, Any]:
@@ -238,9 +238,9 @@ def _rag(cfg: LoadConfig, progress: bool) -> Any:
     if cfg.model:
         model = RagModel.from_pretrained(cfg.model, index=folder)
     else:
-        from unirag.index.vector import read_manifest
+        from unirag.index.folder import IndexFolder
 
-        encoder = read_manifest(folder).encoder or RagConfig.question_encoder  # queries as the index's documents
+        encoder = IndexFolder(folder).read_manifest().encoder or RagConfig.question_encoder  # queries as the index's documents
         model = RagModel.from_config(RagConfig(variant=variant, question_encoder=encoder, generator=cfg.generator),
                                      index=folder)
     if cfg.k is not None:

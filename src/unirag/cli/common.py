@@ -1,8 +1,9 @@
-"""Shared CLI helpers: consoles, JSON output, clean one-line errors."""
+"""Shared CLI helpers: consoles, JSON output, clean one-line errors, the ``--debug`` switch."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -10,6 +11,31 @@ from rich.console import Console
 
 out = Console()
 err = Console(stderr=True)
+
+_STATE = {"debug": False}
+
+
+def set_debug(on: bool) -> None:
+    """Turn full tracebacks on or off for this process (the global ``--debug`` flag)."""
+    _STATE["debug"] = bool(on)
+
+
+def debug_enabled() -> bool:
+    """Whether ``--debug`` was given or ``UNIRAG_DEBUG`` is set to a true value."""
+    env = os.environ.get("UNIRAG_DEBUG", "").strip().lower()
+    return _STATE["debug"] or env in ("1", "true", "yes", "on")
+
+
+def click_exceptions() -> list[Any]:
+    """The ``click.exceptions`` modules in use: click's own and typer's vendored copy (typer >= 0.20)."""
+    import click.exceptions
+
+    mods: list[Any] = [click.exceptions]
+    try:
+        from typer._click import exceptions as vendored
+    except ImportError:  # older typer uses click itself
+        return mods
+    return mods if vendored is click.exceptions else [*mods, vendored]
 
 
 def known_errors() -> tuple[type[BaseException], ...]:
@@ -20,7 +46,14 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from unirag.models.registry import ModelNotFoundError
 
     return (ConfigError, CorpusError, IndexFormatError, IndexMismatchError, ModelNotFoundError,
-            FileNotFoundError, KeyError)
+            *(m.UsageError for m in click_exceptions()))
+
+
+def usage_error(option: str, message: str) -> Exception:
+    """A user error about one option, e.g. ``usage_error("-k", "must be at least 1, got 0")``."""
+    from unirag.config.errors import UsageError
+
+    return UsageError(f"{option}: {message}")
 
 
 def print_json(data: Any) -> None:

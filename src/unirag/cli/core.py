@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from unirag.cli.common import err, out, print_json
+from unirag.cli.common import err, out, print_json, usage_error
 from unirag.cli.groups import app, index_app
 
 IndexOpt = typer.Option(None, "--index", "-i", help="Index folder (default: the built-in Wikipedia index, built on first use).")
@@ -35,9 +35,19 @@ def index_build(
 ) -> None:
     """Build an index folder: doc store, dense FAISS index and BM25, with a checksummed manifest."""
     from unirag.corpus import read_corpus, split_passages
-    from unirag.index.manifest import Manifest
+    from unirag.index.folder import IndexFolder
     from unirag.retrieval import build_index
 
+    if not dense and not bm25:
+        raise usage_error("--no-dense --no-bm25", "nothing to build: keep --dense and/or --bm25")
+    for option, value, least in (("--split-words", split_words, 0), ("--overlap", overlap, 0),
+                                 ("--batch-size", batch_size, 1)):
+        if value < least:
+            raise usage_error(option, f"must be at least {least}, got {value}")
+    if overlap and not split_words:
+        raise usage_error("--overlap", "needs --split-words (documents are kept whole without it)")
+    if split_words and overlap >= split_words:
+        raise usage_error("--overlap", f"must be smaller than --split-words ({split_words}), got {overlap}")
     if corpus == "wiki":
         from unirag.data import wiki_passages
 
@@ -48,7 +58,7 @@ def index_build(
         passages = split_passages(passages, split_words, overlap)
     build_index(passages, out_dir, encoder=encoder, factory=factory, dense=dense, bm25=bm25,
                 batch_size=batch_size, progress=not as_json)
-    manifest = Manifest.load(out_dir / "manifest.json")
+    manifest = IndexFolder(out_dir).read_manifest()
     if as_json:
         print_json({"path": str(out_dir), **manifest.to_dict()})
     else:
@@ -63,11 +73,12 @@ def index_info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show an index folder's manifest (and verify its checksums)."""
-    from unirag.index.vector import read_manifest, verify_files
+    from unirag.index.folder import IndexFolder
 
-    m = read_manifest(path)
+    folder = IndexFolder(path)
+    m = folder.read_manifest()
     if verify:
-        verify_files(path, m)
+        folder.verify(m)
     if as_json:
         print_json({"path": str(path), "verified": verify, **m.to_dict()})
         return
@@ -88,8 +99,11 @@ def search(
     """Search an index: a table of rank, score, id, title and snippet."""
     from rich.table import Table
 
-    from unirag.retrieval import load_retriever
+    from unirag.retrieval import check_retriever_kind, load_retriever
 
+    if k < 1:
+        raise usage_error("-k", f"must be at least 1, got {k}")
+    check_retriever_kind(retriever, "--retriever")
     r = load_retriever(_index_dir(index), retriever, encoder=encoder)
     hits = r.search([query], k).hits(0)
     if as_json:

@@ -8,8 +8,35 @@ from typing import Optional
 
 import typer
 
-from unirag.cli.common import out, print_json
+from unirag.cli.common import out, print_json, usage_error
 from unirag.cli.groups import eval_app
+
+SPLITS = ("all", "train", "heldout")
+
+
+def parse_ks(text: str, option: str = "--ks") -> tuple[int, ...]:
+    """``"1,5,10"`` -> ``(1, 5, 10)``; anything but positive integers is a usage error naming ``option``."""
+    parts = [x.strip() for x in text.split(",") if x.strip()]
+    if not parts:
+        raise usage_error(option, "expected comma-separated positive integers, got nothing")
+    try:
+        ks = tuple(int(x) for x in parts)
+    except ValueError:
+        raise usage_error(option, f"expected comma-separated positive integers, got {text!r}") from None
+    bad = [k for k in ks if k < 1]
+    if bad:
+        raise usage_error(option, f"cut-offs must be at least 1, got {bad[0]}")
+    return ks
+
+
+def parse_kinds(text: str, option: str = "--retriever") -> list[str]:
+    """Comma-separated retriever kinds, each checked (a usage error naming ``option`` otherwise)."""
+    from unirag.retrieval.loader import check_retriever_kind
+
+    kinds = [x.strip() for x in text.split(",") if x.strip()]
+    if not kinds:
+        raise usage_error(option, "no retriever given (dense, bm25, hybrid)")
+    return [check_retriever_kind(kind, option) for kind in kinds]
 
 
 @eval_app.command("retrieval")
@@ -27,13 +54,23 @@ def eval_retrieval(
 
     from unirag.config.base import atomic_write_text
     from unirag.eval import evaluate_retrieval, fanoutqa_retrieval_queries, read_retrieval_queries
+    from unirag.index.folder import IndexFolder
     from unirag.retrieval import ensure_default_index, load_retriever
 
+    cut = parse_ks(ks)
+    kinds = parse_kinds(retrievers)
+    if split not in SPLITS:
+        raise usage_error("--split", f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
+    if queries is not None and not queries.is_file():
+        raise usage_error("--queries", f"{queries}: no such file")
     qs = read_retrieval_queries(queries) if queries else fanoutqa_retrieval_queries(split)
     folder = index if index is not None else ensure_default_index()
-    cut = tuple(int(x) for x in ks.split(","))
+    layout = IndexFolder(folder)
+    manifest = layout.read_manifest()
+    for kind in kinds:  # every requested part present before the first retriever runs
+        layout.require(kind, manifest)
     results = {}
-    for kind in [x.strip() for x in retrievers.split(",") if x.strip()]:
+    for kind in kinds:
         results[kind] = evaluate_retrieval(load_retriever(folder, kind), qs, ks=cut)
     report = {"queries": str(queries) if queries else f"fanoutqa-dev-{split}", "index": str(folder), "results": results}
     if output:

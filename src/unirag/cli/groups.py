@@ -22,3 +22,13 @@ train_app = typer.Typer(help="Train models: OneGen, RAG, DPR retrievers.", no_ar
 app.add_typer(index_app, name="index")
 app.add_typer(eval_app, name="eval")
 app.add_typer(train_app, name="train")
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", envvar="UNIRAG_DEBUG",
+                               help="Print the full traceback of unexpected errors (also UNIRAG_DEBUG=1)."),
+) -> None:
+    from unirag.cli.common import set_debug
+
+    set_debug(debug)

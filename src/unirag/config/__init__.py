@@ -8,11 +8,13 @@ from unirag.config.base import (
     load_config,
     read_mapping,
 )
+from unirag.config.errors import UsageError
 from unirag.config.paths import cache_dir
 
 __all__ = [
     "ConfigBase",
     "ConfigError",
+    "UsageError",
     "atomic_write_bytes",
     "atomic_write_text",
     "cache_dir",

@@ -13,10 +13,16 @@ def split_passages(docs: Iterable[Passage], words: int = 100, overlap: int = 0) 
     A document no longer than ``words`` stays whole and keeps its id; otherwise pieces get
     ids ``"<id>#<n>"`` and meta ``doc_id`` / ``chunk``. DPR used 100 words with no overlap.
     """
+    from unirag.config.errors import UsageError
+
     if words <= 0:
-        raise ValueError("words must be positive")
+        raise UsageError(f"split_passages: words must be positive, got {words}")
     if not 0 <= overlap < words:
-        raise ValueError("overlap must be in [0, words)")
+        raise UsageError(f"split_passages: overlap must be in [0, words={words}), got {overlap}")
+    return _split(docs, words, overlap)
+
+
+def _split(docs: Iterable[Passage], words: int, overlap: int) -> Iterator[Passage]:
     step = words - overlap
     for doc in docs:
         tokens = doc.text.split()

@@ -43,13 +43,44 @@ class DocStore:
         missing = [f for f in self.FILES if not (self.path / f).is_file()]
         if missing:
             raise CorpusError(f"{self.path}: not a document store (missing {', '.join(missing)})")
-        self.info = json.loads((self.path / "store.json").read_text())
-        self._offsets = np.load(self.path / "offsets.npy", mmap_mode="r", allow_pickle=False)
-        self._hash = np.load(self.path / "id_hash.npy", mmap_mode="r", allow_pickle=False)
-        self._rows = np.load(self.path / "id_rows.npy", mmap_mode="r", allow_pickle=False)
-        self._fd = os.open(self.path / "docs.jsonl", os.O_RDONLY)
-        if len(self._offsets) != self.info["count"] + 1:
-            raise CorpusError(f"{self.path}: offsets.npy does not match store.json count")
+        self._fd = -1
+        self.info = self._read_info(self.path / "store.json")
+        self._offsets = self._load_array("offsets.npy", np.uint64)
+        self._hash = self._load_array("id_hash.npy", np.uint64)
+        self._rows = self._load_array("id_rows.npy", np.int64)
+        count = self.info["count"]
+        if len(self._offsets) != count + 1:
+            raise CorpusError(f"{self.path / 'offsets.npy'}: {len(self._offsets)} offsets do not match "
+                              f"store.json count {count}")
+        if len(self._hash) != count or len(self._rows) != count:
+            raise CorpusError(f"{self.path}: id_hash.npy / id_rows.npy do not match store.json count {count}")
+        docs = self.path / "docs.jsonl"
+        size, expected = docs.stat().st_size, int(self._offsets[-1])
+        if size != expected:
+            raise CorpusError(f"{docs}: {size} bytes but the store expects {expected}: the file is truncated "
+                              f"or altered; rebuild the index")
+        self._fd = os.open(docs, os.O_RDONLY)
+
+    @staticmethod
+    def _read_info(path: Path) -> dict:
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorpusError(f"{path}: corrupted store file (not JSON: {exc})") from None
+        if (not isinstance(info, dict) or not isinstance(info.get("count"), int) or isinstance(info["count"], bool)
+                or info["count"] < 0 or not isinstance(info.get("sha256"), str)):
+            raise CorpusError(f"{path}: corrupted store file (needs an integer 'count' and a 'sha256')")
+        return info
+
+    def _load_array(self, name: str, dtype: type) -> np.ndarray:
+        path = self.path / name
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise CorpusError(f"{path}: unreadable array ({exc})") from None
+        if arr.ndim != 1 or arr.dtype != dtype:
+            raise CorpusError(f"{path}: expected a 1-D {np.dtype(dtype).name} array, got {arr.dtype} {arr.shape}")
+        return arr
 
     # --- building -------------------------------------------------------------------------
     @classmethod
@@ -114,7 +145,11 @@ class DocStore:
         if not 0 <= row < len(self):
             raise IndexError(f"row {row} out of range for a store of {len(self)} passages")
         start, end = int(self._offsets[row]), int(self._offsets[row + 1])
-        return json.loads(os.pread(self._fd, end - start, start))  # pread: safe across threads
+        raw = os.pread(self._fd, end - start, start)  # pread: safe across threads
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorpusError(f"{self.path / 'docs.jsonl'}: row {row} is corrupted ({exc})") from None
 
     def __getitem__(self, row: int) -> Passage:
         data = self._raw(int(row))

@@ -39,6 +39,10 @@ def fanoutqa_retrieval_queries(split: str = "all") -> list[RetrievalQuery]:
     ``train`` / ``heldout`` follow :func:`unirag.data.fanoutqa_split`)."""
     from unirag.data.fanoutqa import fanoutqa_qa
 
+    if split not in ("all", "train", "heldout"):
+        from unirag.config.errors import UsageError
+
+        raise UsageError(f"split: unknown split {split!r} (all, train, heldout)")
     return [RetrievalQuery(it.id, it.question, it.evidence) for it in fanoutqa_qa("single", split)]
 
 

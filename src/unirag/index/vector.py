@@ -10,11 +10,10 @@ import numpy as np
 
 from unirag.config.fs import atomic_dir, sha256_file
 from unirag.index.errors import IndexFormatError, IndexMismatchError
-from unirag.index.manifest import FORMAT, Manifest
+from unirag.index.folder import DOCS_DIR, IndexFolder
+from unirag.index.manifest import Manifest
 
-INDEX_FILE = "index.faiss"
-MANIFEST_FILE = "manifest.json"
-DOCS_DIR = "docs"
+__all__ = ["BLAS_THRESHOLD", "DOCS_DIR", "Index"]  # DOCS_DIR: kept for older importers; see IndexFolder
 
 # FAISS switches from its own SIMD kernel to BLAS for flat search only at 128,000 query x vector
 # products... per query block of 20+ queries BLAS is 7-10x faster (see bench/bench_index.py).
@@ -135,14 +134,15 @@ class Index:
         """Write ``index.faiss`` and ``manifest.json`` (with checksums of every file already in
         ``folder``) into an existing folder. Use :meth:`save` for an atomic save."""
         faiss = _faiss()
-        faiss.write_index(self.faiss_index, str(folder / INDEX_FILE))
+        layout = IndexFolder(folder)
+        faiss.write_index(self.faiss_index, str(layout.faiss_file))
         files = {}
-        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_FILE):
-            files[path.relative_to(folder).as_posix()] = sha256_file(path)
+        for path in sorted(p for p in layout.path.rglob("*") if p.is_file() and p != layout.manifest_file):
+            files[path.relative_to(layout.path).as_posix()] = sha256_file(path)
         self.manifest.files = files
         self.manifest.count = len(self)
         self.manifest.dim = self.dim
-        self.manifest.save(folder / MANIFEST_FILE)
+        self.manifest.save(layout.manifest_file)
 
     def save(self, path: str | os.PathLike, docs: str | os.PathLike | None = None) -> Path:
         """Save atomically into folder ``path`` (replacing it only once complete); ``docs`` is an
@@ -151,49 +151,26 @@ class Index:
 
         with atomic_dir(path) as tmp:
             if docs is not None:
-                shutil.copytree(docs, tmp / DOCS_DIR)
+                shutil.copytree(docs, IndexFolder(tmp).docs_dir)
             self.write_into(tmp)
         return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, verify: bool = True, mmap: bool = False) -> Index:
         """Load a folder written by :meth:`save`; ``verify`` checks every file's SHA-256."""
-        path = Path(path)
-        manifest = read_manifest(path)
+        folder = IndexFolder(path)
+        manifest = folder.read_manifest()
+        folder.require("dense", manifest)
         if verify:
-            verify_files(path, manifest)
+            folder.verify(manifest)
         faiss = _faiss()
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
         try:
-            index = faiss.read_index(str(path / INDEX_FILE), flags)
+            index = faiss.read_index(str(folder.faiss_file), flags)
         except RuntimeError as exc:
-            raise IndexFormatError(f"{path / INDEX_FILE}: unreadable FAISS file ({str(exc).strip().splitlines()[-1]})") from None
+            raise IndexFormatError(
+                f"{folder.faiss_file}: unreadable FAISS file ({str(exc).strip().splitlines()[-1]})"
+            ) from None
         if index.d != manifest.dim or index.ntotal != manifest.count:
-            raise IndexFormatError(f"{path}: index file does not match its manifest (dim/count)")
+            raise IndexFormatError(f"{folder.path}: index file does not match its manifest (dim/count)")
         return cls(manifest.dim, manifest.factory, manifest.metric, faiss_index=index, manifest=manifest)
-
-
-def read_manifest(path: Path) -> Manifest:
-    """The manifest of index folder ``path``, with clear errors for a missing or foreign folder."""
-    mfile = path / MANIFEST_FILE
-    if not path.is_dir():
-        raise IndexFormatError(f"{path}: no such index folder (build one with `unirag index build`)")
-    if not mfile.is_file():
-        raise IndexFormatError(f"{path}: not a unirag index (no {MANIFEST_FILE})")
-    try:
-        manifest = Manifest.load(mfile)
-    except ValueError as exc:
-        raise IndexFormatError(f"{mfile}: corrupted manifest ({exc})") from None
-    if manifest.format != FORMAT:
-        raise IndexFormatError(f"{mfile}: unsupported format {manifest.format!r} (expected {FORMAT!r})")
-    return manifest
-
-
-def verify_files(path: Path, manifest: Manifest) -> None:
-    """Raise :class:`IndexFormatError` naming the first missing, truncated or altered file."""
-    for rel, digest in manifest.files.items():
-        f = path / rel
-        if not f.is_file():
-            raise IndexFormatError(f"{f}: missing (listed in the manifest)")
-        if sha256_file(f) != digest:
-            raise IndexFormatError(f"{f}: checksum mismatch: the file is truncated or corrupted; rebuild the index")

@@ -52,13 +52,13 @@ class Encoder:
         sentence-transformers folder when not given (default mean)."""
         from transformers import AutoModel, AutoTokenizer
 
-        from unirag.models.generator import quiet_transformers
+        from unirag.models.quiet import quiet_loading
 
-        quiet_transformers()
         folder = resolve_model(name)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(folder)
-            model = AutoModel.from_pretrained(folder).to(device).eval()
+            with quiet_loading():
+                tokenizer = AutoTokenizer.from_pretrained(folder)
+                model = AutoModel.from_pretrained(folder).to(device).eval()
         except OSError as exc:
             raise load_error(name, exc) from None
         unirag_cfg = Path(folder) / "unirag_encoder.json"

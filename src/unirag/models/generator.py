@@ -8,19 +8,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 
+from unirag.models.quiet import quiet_loading
 from unirag.models.registry import load_error, resolve_model
 from unirag.sampling_params import SamplingParams
-
-
-def quiet_transformers() -> None:
-    """Silence transformers' per-load progress bars and advisory warnings."""
-    import warnings
-
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def load_causal_lm(name: str, dtype: str = "float32", device: str = "cpu"):
@@ -28,11 +18,11 @@ def load_causal_lm(name: str, dtype: str = "float32", device: str = "cpu"):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    quiet_transformers()
     folder = resolve_model(name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).to(device)
+        with quiet_loading():
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).to(device)
     except OSError as exc:
         raise load_error(name, exc) from None
     if tokenizer.pad_token_id is None:
@@ -55,20 +45,21 @@ class Generator:
         """Load from an alias (``smollm2-135m-instruct``), a local folder or a hub id."""
         import torch
 
-        quiet_transformers()
         folder = resolve_model(name)
         from transformers import AutoConfig
 
         try:
-            seq2seq = bool(getattr(AutoConfig.from_pretrained(folder), "is_encoder_decoder", False))
+            with quiet_loading():
+                seq2seq = bool(getattr(AutoConfig.from_pretrained(folder), "is_encoder_decoder", False))
         except OSError as exc:
             raise load_error(name, exc) from None
         if seq2seq:
             from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
             try:
-                tok = AutoTokenizer.from_pretrained(folder)
-                model = AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=getattr(torch, dtype)).to(device).eval()
+                with quiet_loading():
+                    tok = AutoTokenizer.from_pretrained(folder)
+                    model = AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=getattr(torch, dtype)).to(device).eval()
             except OSError as exc:
                 raise load_error(name, exc) from None
         else:

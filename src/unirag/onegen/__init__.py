@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from unirag.onegen.config import DEFAULT_ONEGEN_DIR, OneGenConfig, TokenSpec, default_onegen_dir
+from unirag.onegen.config import OneGenConfig, TokenSpec, default_onegen_dir
 from unirag.onegen.data import OneGenDataError, OneGenExample, Retrieval, load_examples, write_examples
 
 _LAZY = {
@@ -23,7 +23,7 @@ _LAZY = {
 }
 _OPTIONAL = ("unirag.models.decoding", "unirag.onegen.linking")
 
-__all__ = ["DEFAULT_ONEGEN_DIR", "OneGenConfig", "OneGenDataError", "OneGenExample", "Retrieval", "TokenSpec",
+__all__ = ["OneGenConfig", "OneGenDataError", "OneGenExample", "Retrieval", "TokenSpec",
            "default_onegen_dir", "load_examples", "write_examples", *_LAZY]
 
 

@@ -24,9 +24,6 @@ def default_onegen_dir() -> Path:
     return cache_dir() / "onegen" / "smollm2-onegen"
 
 
-DEFAULT_ONEGEN_DIR = Path(cache_dir()) / "onegen" / "smollm2-onegen"
-
-
 @dataclass
 class TokenSpec(ConfigBase):
     """One special token: its ``role``, its surface ``token`` and a ``description`` of the role

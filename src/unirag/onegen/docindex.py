@@ -156,8 +156,10 @@ def resolve_onegen_dir(model: str | os.PathLike | None = None) -> Path:
 
     if (ASSET_DIR / CONFIG_FILE).is_file():
         return ASSET_DIR
-    raise FileNotFoundError(f"no trained OneGen model at {default_onegen_dir()}: train one with "
-                            "`unirag train onegen` or pass --model FOLDER")
+    from unirag.models.registry import ModelNotFoundError
+
+    raise ModelNotFoundError(f"no trained OneGen model at {default_onegen_dir()}: train one with "
+                             "`unirag train onegen` or pass --model FOLDER")
 
 
 def model_fingerprint(model_dir: str | os.PathLike) -> str:

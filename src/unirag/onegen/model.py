@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unirag.models.registry import ModelNotFoundError
 from unirag.onegen.collator import encode_document, render_prompt
 from unirag.onegen.config import CONFIG_FILE, OneGenConfig, default_onegen_dir
 from unirag.onegen.losses import contrastive_loss
@@ -71,14 +72,20 @@ class OneGenModel(nn.Module):
         """Load a folder written by :meth:`save_pretrained` (full model or LoRA adapter). Without
         ``path``: the default trained model, else the packaged adapter. ``merge`` folds a LoRA
         adapter into the weights (inference: same outputs, fewer matmuls; no longer trainable)."""
+        from unirag.models.quiet import quiet_loading
+
+        with quiet_loading():
+            return cls._from_pretrained(path, device, merge)
+
+    @classmethod
+    def _from_pretrained(cls, path: str | os.PathLike | None, device: str, merge: bool) -> OneGenModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from unirag.models.generator import load_causal_lm, quiet_transformers
+        from unirag.models.generator import load_causal_lm
 
-        quiet_transformers()
         folder = Path(path) if path is not None else _default_dir()
         if not (folder / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"{folder}: not a OneGen model folder (no {CONFIG_FILE})")
+            raise ModelNotFoundError(f"{folder}: not a OneGen model folder (no {CONFIG_FILE})")
         config = OneGenConfig.load(folder / CONFIG_FILE)
         if (folder / "adapter_config.json").is_file():
             from peft import PeftModel
@@ -281,7 +288,7 @@ def _default_dir() -> Path:
         return folder
     if (ASSET_DIR / CONFIG_FILE).is_file():
         return ASSET_DIR
-    raise FileNotFoundError(
+    raise ModelNotFoundError(
         f"no trained OneGen model at {folder} and no packaged adapter at {ASSET_DIR}: "
         "train one with `unirag train onegen --config configs/onegen_smollm2.yaml`"
     )

@@ -5,15 +5,17 @@ from unirag.retrieval.build import build_index, default_index_dir, ensure_defaul
 from unirag.retrieval.bm25 import BM25Retriever
 from unirag.retrieval.dense import DenseRetriever
 from unirag.retrieval.hybrid import HybridRetriever, reciprocal_rank_fusion
-from unirag.retrieval.loader import load_retriever
+from unirag.retrieval.loader import RETRIEVER_KINDS, check_retriever_kind, load_retriever
 
 __all__ = [
     "BM25Retriever",
+    "RETRIEVER_KINDS",
     "DenseRetriever",
     "HybridRetriever",
     "Retriever",
     "SearchResult",
     "build_index",
+    "check_retriever_kind",
     "default_index_dir",
     "ensure_default_index",
     "load_retriever",

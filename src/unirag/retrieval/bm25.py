@@ -9,10 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from unirag.corpus.store import DocStore
-from unirag.index.vector import DOCS_DIR
+from unirag.index.folder import IndexFolder
 from unirag.retrieval.base import SearchResult
-
-BM25_DIR = "bm25"
 
 
 def _stemmer():
@@ -48,17 +46,22 @@ class BM25Retriever:
         self.store = store
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> BM25Retriever:
-        """Open the BM25 part of an index folder (built with ``kinds`` including ``bm25``)."""
+    def load(cls, path: str | os.PathLike, verify: bool = True) -> BM25Retriever:
+        """Open the BM25 part of an index folder (built with ``kinds`` including ``bm25``);
+        ``verify`` checks the SHA-256 of the ``bm25/`` and ``docs/`` files against the manifest."""
         import bm25s
 
         from unirag.index.errors import IndexFormatError
 
-        path = Path(path)
-        if not (path / BM25_DIR).is_dir():
-            raise IndexFormatError(f"{path}: no BM25 index in this folder (build it with `unirag index build --bm25`)")
-        model = bm25s.BM25.load(str(path / BM25_DIR), mmap=True)
-        return cls(model, DocStore(path / DOCS_DIR))
+        folder = IndexFolder(path)
+        manifest = folder.require("bm25")
+        if verify:
+            folder.verify(manifest, parts=(folder.bm25_dir.name, folder.docs_dir.name))
+        try:
+            model = bm25s.BM25.load(str(folder.bm25_dir), mmap=True)
+        except Exception as exc:  # bm25s raises json / numpy / OS errors on damaged files
+            raise IndexFormatError(f"{folder.bm25_dir}: unreadable BM25 index ({type(exc).__name__}: {exc})") from None
+        return cls(model, DocStore(folder.docs_dir))
 
     def search(self, queries: list[str], k: int = 10) -> SearchResult:
         """Top-``k`` passages per query by BM25 score (rows -1 where fewer terms match)."""

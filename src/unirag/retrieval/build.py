@@ -7,13 +7,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from unirag.config.fs import atomic_dir
-from unirag.config.paths import cache_dir
 from unirag.corpus.passage import Passage
 from unirag.corpus.store import DocStore
+from unirag.index.folder import IndexFolder
 from unirag.index.manifest import Manifest
-from unirag.index.vector import DOCS_DIR, MANIFEST_FILE, Index
+from unirag.index.vector import Index
 from unirag.models.registry import DEFAULT_ENCODER
-from unirag.retrieval.bm25 import BM25_DIR, build_bm25
+from unirag.retrieval.bm25 import build_bm25
 
 CHUNK = 50_000  # passages embedded and added per step, so 21M never sit in memory at once
 
@@ -62,13 +62,16 @@ def build_index(
     The folder appears only when complete; an existing one is replaced only on success.
     """
     if not dense and not bm25:
-        raise ValueError("nothing to build: enable dense and/or bm25")
+        from unirag.config.errors import UsageError
+
+        raise UsageError("build_index: nothing to build: enable dense and/or bm25")
     out = Path(out)
     with atomic_dir(out) as tmp:
-        store = DocStore.build(passages, tmp / DOCS_DIR, progress=False)
+        layout = IndexFolder(tmp)
+        store = DocStore.build(passages, layout.docs_dir, progress=False)
         extra = {"kinds": (["dense"] if dense else []) + (["bm25"] if bm25 else [])}
         if bm25:
-            build_bm25((p.contents for p in store), tmp / BM25_DIR)
+            build_bm25((p.contents for p in store), layout.bm25_dir)
         if dense:
             if isinstance(encoder, str):
                 from unirag.models.encoder import Encoder
@@ -104,20 +107,20 @@ def build_index(
 
             m.files = {p.relative_to(tmp).as_posix(): sha256_file(p)
                        for p in sorted(tmp.rglob("*")) if p.is_file()}
-            m.save(tmp / MANIFEST_FILE)
+            m.save(layout.manifest_file)
     return out
 
 
 def default_index_dir(encoder: str = DEFAULT_ENCODER, factory: str = "Flat") -> Path:
     """Cache folder of the default index over the packaged Wikipedia summaries."""
     tag = factory.replace(",", "_").lower()
-    return cache_dir() / "indexes" / f"wiki-en-{encoder.split('/')[-1].lower()}-{tag}"
+    return IndexFolder.cached(f"wiki-en-{encoder.split('/')[-1].lower()}-{tag}").path
 
 
 def ensure_default_index(encoder: str = DEFAULT_ENCODER, factory: str = "Flat", progress: bool = True) -> Path:
     """The default index folder, built on first use (about 4 minutes on 2 cores) and cached."""
     path = default_index_dir(encoder, factory)
-    if not (path / MANIFEST_FILE).is_file():
+    if not IndexFolder(path).exists():
         from unirag.data.wiki import wiki_passages
 
         if progress:

@@ -10,7 +10,8 @@ import numpy as np
 
 from unirag.corpus.store import DocStore
 from unirag.index.errors import IndexMismatchError
-from unirag.index.vector import DOCS_DIR, Index
+from unirag.index.folder import IndexFolder
+from unirag.index.vector import Index
 from unirag.models.registry import canonical_name
 from unirag.retrieval.base import SearchResult
 
@@ -46,7 +47,7 @@ class DenseRetriever:
     @classmethod
     def from_parts(cls, encoder, index: Index, path: str | os.PathLike) -> DenseRetriever:
         """A retriever over an already loaded ``index`` of folder ``path`` (opens its doc store)."""
-        return cls(encoder, index, DocStore(Path(path) / DOCS_DIR), Path(path))
+        return cls(encoder, index, DocStore(IndexFolder(path).docs_dir), Path(path))
 
     @classmethod
     def load(cls, path: str | os.PathLike, encoder=None, verify: bool = True) -> DenseRetriever:
@@ -71,7 +72,7 @@ class DenseRetriever:
         new one, never a mix."""
         index = Index.load(path, verify=verify)
         check_encoder(index, self.encoder)
-        self._parts = (index, DocStore(Path(path) / DOCS_DIR), Path(path))
+        self._parts = (index, DocStore(IndexFolder(path).docs_dir), Path(path))
         # the old store stays open for searches already under way; it closes when collected
 
     def search_vectors(self, qvecs: np.ndarray, k: int = 10, return_vectors: bool = False,

@@ -78,18 +78,17 @@ def load_qa(source: str, split: str = "train") -> list[QAExample]:
 
         return [QAExample(it.question, it.answers, it.evidence)
                 for it in fanoutqa_qa("single", "train" if split == "train" else "heldout")]
+    from unirag.corpus.jsonl import iter_jsonl
+    from unirag.corpus.passage import CorpusError
+
     out = []
-    with open(source, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            ans = row.get("answers", row.get("answer"))
-            if "question" not in row or ans is None:
-                raise ValueError(f"{source}:{lineno}: needs 'question' and 'answers' (or 'answer')")
-            gold = row.get("gold", [])
-            out.append(QAExample(row["question"], [str(a) for a in ans] if isinstance(ans, list) else [str(ans)],
-                                 [gold] if isinstance(gold, str) else list(gold)))
+    for lineno, row in iter_jsonl(source):  # CorpusError naming the file for a missing file or bad JSON
+        ans = row.get("answers", row.get("answer"))
+        if "question" not in row or ans is None:
+            raise CorpusError(f"{source}:{lineno}: needs 'question' and 'answers' (or 'answer')")
+        gold = row.get("gold", [])
+        out.append(QAExample(row["question"], [str(a) for a in ans] if isinstance(ans, list) else [str(ans)],
+                             [gold] if isinstance(gold, str) else list(gold)))
     return out
 
 

@@ -55,15 +55,15 @@ def load_pairs(source: str, split: str = "train") -> list[DprExample]:
         from unirag.train.rag import load_qa
 
         return [DprExample(e.question, e.gold) for e in load_qa(source, split) if e.gold]
+    from unirag.corpus.jsonl import iter_jsonl
+    from unirag.corpus.passage import CorpusError
+
     out = []
-    with open(source, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if line.strip():
-                row = json.loads(line)
-                gold = row.get("gold", row.get("positive_ids"))
-                if "question" not in row or not gold:
-                    raise ValueError(f"{source}:{lineno}: needs 'question' and 'gold'")
-                out.append(DprExample(row["question"], [gold] if isinstance(gold, str) else list(gold)))
+    for lineno, row in iter_jsonl(source):  # CorpusError naming the file for a missing file or bad JSON
+        gold = row.get("gold", row.get("positive_ids"))
+        if "question" not in row or not gold:
+            raise CorpusError(f"{source}:{lineno}: needs 'question' and 'gold'")
+        out.append(DprExample(row["question"], [gold] if isinstance(gold, str) else list(gold)))
     return out
 
 
@@ -98,7 +98,7 @@ def train_retriever(cfg: DprTrainConfig) -> dict:
     import torch
 
     from unirag.corpus.store import DocStore
-    from unirag.index.vector import DOCS_DIR
+    from unirag.index.folder import IndexFolder
     from unirag.models.encoder import Encoder
     from unirag.retrieval.bm25 import BM25Retriever
     from unirag.retrieval.build import build_index, ensure_default_index
@@ -109,10 +109,10 @@ def train_retriever(cfg: DprTrainConfig) -> dict:
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    index_dir = Path(cfg.index) if cfg.index else ensure_default_index()
-    store = DocStore(index_dir / DOCS_DIR)
-    train = load_pairs(cfg.train_data, "train")
+    train = load_pairs(cfg.train_data, "train")  # bad data is reported before the index is built
     dev = load_pairs(cfg.dev_data, "heldout") if cfg.dev_data else []
+    index_dir = Path(cfg.index) if cfg.index else ensure_default_index()
+    store = DocStore(IndexFolder(index_dir).docs_dir)
     q_enc = Encoder.from_pretrained(cfg.encoder)
     p_enc = q_enc if cfg.shared_encoder else Encoder(copy.deepcopy(q_enc.model), q_enc.tokenizer, q_enc.name,
                                                      q_enc.pooling, q_enc.normalize, cfg.max_passage_tokens)
