@@ -42,7 +42,7 @@ def setup(n_docs: int):
     from unirag.data import wiki_passages
     from unirag.models.generator import load_causal_lm
     from unirag.onegen.config import OneGenConfig
-    from unirag.onegen.docindex import OneGenIndex, build_onegen_index
+    from unirag.onegen.docindex import build_onegen_index, open_onegen_index
     from unirag.onegen.tokens import add_special_tokens
 
     lm, tok = load_causal_lm("smollm2-135m-instruct")
@@ -53,18 +53,18 @@ def setup(n_docs: int):
     folder = cache_dir() / "bench" / f"onegen-untrained-wiki{n_docs}"
     if not (folder / "manifest.json").is_file():
         build_onegen_index(wiki_passages(limit=n_docs), folder, em, progress=True)
-    return em, OneGenIndex.load(folder, model_name=em.name)
+    return em, open_onegen_index(folder, em, model_name=em.name)
 
 
 class TimedIndex:
-    """Wraps an index and adds up the seconds spent in ``search`` (the in-loop retrieval cost)."""
+    """Wraps a retriever and adds up the seconds spent in ``search_vectors`` (the in-loop retrieval cost)."""
 
     def __init__(self, index):
         self.index, self.store, self.seconds = index, index.store, 0.0
 
-    def search(self, vectors, k=5, exclude=None):
+    def search_vectors(self, vectors, k=5, exclude=None):
         t = time.perf_counter()
-        out = self.index.search(vectors, k, exclude)
+        out = self.index.search_vectors(vectors, k, exclude=exclude)
         self.seconds += time.perf_counter() - t
         return out
 
@@ -75,10 +75,13 @@ class ScriptedIndex:
     def __init__(self, index, rows_per_call: list[int]):
         self.store, self._rows, self._i = index.store, list(rows_per_call), 0
 
-    def search(self, vectors, k=5, exclude=None):
+    def search_vectors(self, vectors, k=5, exclude=None):
+        from unirag.retrieval.base import SearchResult
+
         row = self._rows[self._i % len(self._rows)]
         self._i += 1
-        return np.array([[1.0]], dtype=np.float32), np.array([[row]], dtype=np.int64)
+        rows = np.array([[row]], dtype=np.int64)
+        return SearchResult([self.store.ids(rows[0])], np.array([[1.0]], dtype=np.float32), rows, store=self.store)
 
 
 CPU_SECONDS: list[float] = []  # process CPU time of the last ``timed`` call (best run)
@@ -118,8 +121,6 @@ def schedule(k: int, gap: int) -> tuple[int, ...]:
 def reference_way(em, index, ids: list[int], params: SamplingParams, candidates: int):
     """The public reference loop: generate, and at each query token re-tokenise the decoded text,
     run a full forward for the query vector, re-encode ``candidates`` documents, re-prefill."""
-    from unirag.onegen.docindex import embed_documents
-
     decoder, _ = split_lm(em.lm)
     tok = em.tokenizer
     plain = Decoder(em, None)
@@ -142,12 +143,14 @@ def reference_way(em, index, ids: list[int], params: SamplingParams, candidates:
         with torch.inference_mode():
             h = decoder(input_ids=torch.tensor([full])).last_hidden_state[0, -1]
         q = em.vectors(h[None]).numpy()
-        _, rows = index.search(q, max(candidates, 1), exclude=inserted)
+        rows = index.search_vectors(q, max(candidates, 1), exclude=[inserted]).rows
         pool = [int(r) for r in rows[0] if r >= 0]
         best = pool[0]
         if candidates:  # the reference re-encodes its candidate documents at every retrieval
-            docs = embed_documents(em, [index.store[r].contents for r in pool], batch_size=len(pool),
-                                   max_tokens=MAX_PASSAGE)
+            from unirag.onegen.docindex import OneGenEncoder
+
+            docs = OneGenEncoder(em, max_tokens=MAX_PASSAGE).encode([index.store[r].contents for r in pool],
+                                                                    batch_size=len(pool))
             best = pool[int(np.argmax(docs @ q[0]))]
         inserted.add(best)
         body = tok.decode(tok(index.store[best].contents, add_special_tokens=False)["input_ids"][:MAX_PASSAGE])

@@ -29,14 +29,13 @@ def test_fanoutqa_dense_recall_reproduces(default_index):
 
 
 def test_ask_mona_lisa_cites_the_painting(default_index):
-    from unirag.models import Generator
-    from unirag.pipeline import Pipeline
-    from unirag.retrieval import load_retriever
+    import unirag
+    from unirag.outputs import TextDelta
 
-    pipe = Pipeline(load_retriever(default_index, "dense"), Generator.from_pretrained("smollm2-135m-instruct"))
-    answer = pipe.ask("Who painted the Mona Lisa?")
+    rag = unirag.RAG.load(default_index, engine="pipeline", progress=False)
+    params = unirag.SamplingParams(max_new_tokens=96)
+    answer = rag.ask("Who painted the Mona Lisa?", params)
     assert "Leonardo" in answer.text, answer.text
     assert answer.sources[0].id == "Mona Lisa"
-    sources, _, pieces = pipe.stream("Who painted the Mona Lisa?")
-    streamed = "".join(pieces)
+    streamed = "".join(e.text for e in rag.stream("Who painted the Mona Lisa?", params) if isinstance(e, TextDelta))
     assert streamed.strip() == answer.text  # streaming yields the same greedy answer

@@ -1,31 +1,40 @@
 import pytest
 
+import unirag
 from unirag.corpus import read_corpus
 from unirag.retrieval import build_index, load_retriever
 
 
-@pytest.fixture
-def client(tmp_path, corpus_jsonl, tiny_encoder_dir, tiny_llama_dir):
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_encoder_dir, tiny_llama_dir):
     from fastapi.testclient import TestClient
 
-    from unirag.models import Generator
+    from tests.conftest import PASSAGES
+    from unirag.corpus import Passage
     from unirag.serve import create_app
 
-    ix = build_index(read_corpus(corpus_jsonl), tmp_path / "ix", encoder=str(tiny_encoder_dir), progress=False)
-    app = create_app({"dense": load_retriever(ix, "dense"), "bm25": load_retriever(ix, "bm25")},
-                     generator=Generator.from_pretrained(str(tiny_llama_dir)))
-    return TestClient(app)
+    docs = [Passage(p["id"], p["text"], p["title"]) for p in PASSAGES]
+    ix = build_index(docs, tmp_path_factory.mktemp("serve") / "ix", encoder=str(tiny_encoder_dir), progress=False)
+    rag = unirag.RAG.load(ix, engine="pipeline", generator=str(tiny_llama_dir), progress=False)
+    return TestClient(create_app(rag)), rag, ix
 
 
-def test_search_and_ask(client):
-    assert client.get("/health").json() == {"status": "ok", "retrievers": ["bm25", "dense"], "passages": 6}
-    r = client.post("/search", json={"query": "Leonardo da Vinci", "k": 2, "retriever": "bm25"}).json()
-    assert r["hits"][0]["id"] == "p1" and r["hits"][0]["rank"] == 1
+def test_search_and_ask(served):
+    client, rag, ix = served
+    assert client.get("/health").json() == {"status": "ok", "engine": "pipeline", "passages": 6}
+    r = client.post("/search", json={"query": "Leonardo da Vinci", "k": 2}).json()
+    expect = load_retriever(ix, "dense").search(["Leonardo da Vinci"], 2)
+    assert [h["id"] for h in r["hits"]] == expect.ids[0] and [h["number"] for h in r["hits"]] == [1, 2]
     a = client.post("/ask", json={"question": "Who painted it?", "k": 2, "max_new_tokens": 4}).json()
-    assert len(a["sources"]) == 2 and {s["rank"] for s in a["sources"]} == {1, 2} and isinstance(a["answer"], str)
+    direct = rag.ask("Who painted it?", unirag.SamplingParams(max_new_tokens=4, k=2))
+    assert a["answer"] == direct.text and a["schema"] == "unirag-answer/1"  # greedy: the door's own answer
+    assert [s["id"] for s in a["sources"]] == direct.source_ids and len(a["sources"]) == 2
+    assert a["usage"]["completion_tokens"] == 4
 
 
-def test_bad_requests(client):
+def test_bad_requests(served):
+    client = served[0]
     assert client.post("/search", json={"query": "", "k": 2}).status_code == 422
-    r = client.post("/search", json={"query": "x", "retriever": "hybrid"})
-    assert r.status_code == 422 and "unknown retriever 'hybrid'" in r.json()["detail"]
+    r = client.post("/search", json={"query": "x", "k": 0})
+    assert r.status_code == 422 and "k" in str(r.json()["detail"])
+    assert client.post("/ask", json={"question": "x", "max_new_tokens": 5000}).status_code == 422

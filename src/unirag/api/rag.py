@@ -49,20 +49,24 @@ class LoadConfig(ConfigBase):
 
     engine: str = "pipeline"
     index: str | None = None
-    generator: str = "smollm2-135m-instruct"
+    generator: str | None = "smollm2-135m-instruct"
     retriever: str = "dense"
     model: str | None = None
     k: int | None = None
     decoding: str | None = None
     num_beams: int = 4
     verify: bool = True
+    encoder: str | None = None
 
     def validate(self) -> LoadConfig:
         """Check names, numbers and paths (cheap; nothing is loaded). Raises ``ConfigError`` /
         ``IndexFormatError`` naming the option."""
         self.engine = engine_name(self.engine)
-        if self.retriever not in RETRIEVERS:
-            raise ConfigError(f"unknown retriever {self.retriever!r}; choose one of {', '.join(RETRIEVERS)}")
+        if self.generator is None and self.engine != "pipeline":
+            raise ConfigError(f"engine {self.engine!r} needs a generator")
+        from unirag.retrieval.loader import check_retriever_kind
+
+        check_retriever_kind(self.retriever, "retriever")
         if self.k is not None and self.k < (0 if self.engine == "closed-book" else 1):
             raise ConfigError(f"k = {self.k}: must be >= 1")
         if self.num_beams < 1:
@@ -218,9 +222,9 @@ def _pipeline(cfg: LoadConfig, progress: bool) -> Any:
     if cfg.engine == "closed-book":
         return _closed_book(PipelineEngine(None, load_generator(cfg.generator), PipelineConfig(k=0)))
     folder = Path(cfg.index) if cfg.index else _default_index(progress)
-    retriever = load_retriever(folder, cfg.retriever, verify=cfg.verify)
-    return PipelineEngine(retriever, load_generator(cfg.generator),
-                          PipelineConfig(k=cfg.k if cfg.k is not None else 3))
+    retriever = load_retriever(folder, cfg.retriever, encoder=cfg.encoder, verify=cfg.verify)
+    return PipelineEngine(retriever, load_generator(cfg.generator) if cfg.generator else None,
+                          PipelineConfig(k=cfg.k if cfg.k is not None else 3), kind=cfg.retriever)
 
 
 def _closed_book(engine: Any) -> Any:

@@ -94,22 +94,28 @@ def search(
     index: Optional[Path] = IndexOpt,
     retriever: str = RetrieverOpt,
     encoder: Optional[str] = typer.Option(None, help="Query encoder (default: the one that built the index)."),
+    engine: str = typer.Option("pipeline", "--engine", "-e", help="pipeline (the index's encoder, BM25 or hybrid) "
+                               "or onegen (a OneGen model's own query vectors over its index)."),
+    model: Optional[str] = typer.Option(None, "--model", help="OneGen model folder (with --engine onegen)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Search an index: a table of rank, score, id, title and snippet."""
+    """Search an index: a table of rank, score, id, title and snippet (no generator is loaded)."""
     from rich.table import Table
 
-    from unirag.retrieval import check_retriever_kind, load_retriever
+    from unirag.api import RAG, LoadConfig
+    from unirag.retrieval.loader import check_retriever_kind
 
     if k < 1:
         raise usage_error("-k", f"must be at least 1, got {k}")
+    if engine not in ("pipeline", "onegen"):
+        raise usage_error("--engine", f"search runs on pipeline or onegen, not {engine!r}")
     check_retriever_kind(retriever, "--retriever")
-    r = load_retriever(_index_dir(index), retriever, encoder=encoder)
-    hits = r.search([query], k).hits(0)
+    cfg = LoadConfig(engine, str(index) if index else None, None, retriever, model, encoder=encoder).validate()
+    hits = [{"rank": s.number, **s.to_dict()} for s in RAG.from_config(cfg, progress=not as_json).search(query, k)]
     if as_json:
-        print_json({"query": query, "retriever": retriever, "hits": hits})
+        print_json({"query": query, "retriever": "onegen" if engine == "onegen" else retriever, "hits": hits})
         return
-    table = Table(title=f"{retriever} top-{k}: {query}")
+    table = Table(title=f"{retriever if engine == 'pipeline' else 'onegen'} top-{k}: {query}")
     for col in ("rank", "score", "id", "title", "snippet"):
         table.add_column(col, overflow="fold" if col == "snippet" else "ellipsis")
     for h in hits:
@@ -172,6 +178,9 @@ def ask(
     from unirag.api import RAG, LoadConfig
     from unirag.outputs import Finished, RetrievalEvent, TextDelta
 
+    from unirag.retrieval.loader import check_retriever_kind
+
+    check_retriever_kind(retriever, "--retriever")
     cfg = LoadConfig(engine, str(index) if index else None, generator, retriever, model, k, decoding).validate()
     params = sampling_options(max_new_tokens, temperature, top_p, top_k, seed, stop, k)
     rag = RAG.from_config(cfg, params=params, progress=not as_json)

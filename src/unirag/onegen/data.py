@@ -182,3 +182,16 @@ def write_documents(docs: Mapping[str, tuple[str, str]], path: str | os.PathLike
         for pid, (title, text) in docs.items():
             fh.write(json.dumps({"id": pid, "title": title, "text": text}, ensure_ascii=False) + "\n")
 
+
+
+def training_positives(train_file: str | os.PathLike) -> set[str]:
+    """Document ids that are a retrieval positive of some example in a OneGen training file
+    (entity ids of linking examples excluded)."""
+    from unirag.corpus.jsonl import iter_jsonl
+    from unirag.onegen.datasets import ENTITY_PREFIX
+
+    out: set[str] = set()
+    for _, row in iter_jsonl(train_file):
+        for ret in row.get("retrievals", []):
+            out.update(p for p in ret.get("positives", []) if not p.startswith(ENTITY_PREFIX))
+    return out

@@ -69,20 +69,13 @@ def mine_bm25_negatives(examples: list[OneGenExample], docs: Mapping[str, str], 
                         config: OneGenConfig | None = None, depth: int = 20) -> int:
     """Add up to ``k`` BM25 hard negatives (top non-positive hits) to every retrieval, in place.
     Returns the number of negatives now attached."""
-    import bm25s
+    from unirag.retrieval.bm25 import rank_texts
 
     config = config or OneGenConfig()
     ids = list(docs)
-    stem = _stemmer()
-    model = bm25s.BM25()
-    model.index(bm25s.tokenize([docs[i] for i in ids], stopwords="en", stemmer=stem, show_progress=False),
-                show_progress=False)
     queries = [q for ex in examples for q in retrieval_queries(ex, config)]
-    tokens = bm25s.tokenize(queries, stopwords="en", stemmer=stem, show_progress=False)
-    depth = min(depth, len(ids))
-    rows, scores = model.retrieve(tokens, k=depth, show_progress=False, n_threads=1)
-    ranked = [[ids[int(r)] for r, s in zip(rr, ss) if s > 0] for rr, ss in zip(rows, scores)]
-    return _attach(examples, ranked, k)
+    ranked = rank_texts([docs[i] for i in ids], queries, depth) if queries else []
+    return _attach(examples, [[ids[r] for r in rows] for rows in ranked], k)
 
 
 def mine_model_negatives(model: Any, examples: list[OneGenExample], docs: Mapping[str, str], k: int = 3,
@@ -93,14 +86,9 @@ def mine_model_negatives(model: Any, examples: list[OneGenExample], docs: Mappin
     dvec = model.embed_documents([docs[i] for i in ids], batch_size=batch_size, progress=progress)
     contexts = [c for ex in examples for c in retrieval_contexts(ex, model.tokenizer, model.config)]
     qvec = model.query_vectors(contexts) if contexts else np.zeros((0, dvec.shape[1]), np.float32)
-    top = np.argsort(-(qvec @ dvec.T), axis=1)[:, :depth]
-    return _attach(examples, [[ids[j] for j in row] for row in top], k)
+    from unirag.index.vector import Index
 
-
-def _stemmer() -> Any:
-    try:
-        import Stemmer
-
-        return Stemmer.Stemmer("english")
-    except ImportError:
-        return None
+    index = Index(dvec.shape[1], "Flat", "ip")  # the one search verb, exact inner product
+    index.add(dvec)
+    _, top = index.search(qvec, min(depth, len(ids)))
+    return _attach(examples, [[ids[j] for j in row if j >= 0] for row in top], k)

@@ -31,10 +31,11 @@ class PipelineEngine:
 
     name = "pipeline"
 
-    def __init__(self, retriever: Any, generator: Any, config: PipelineConfig | None = None):
+    def __init__(self, retriever: Any, generator: Any, config: PipelineConfig | None = None, kind: str = "dense"):
         self.retriever = retriever
         self.generator = generator
         self.config = config or PipelineConfig()
+        self.kind = kind
 
     # --- the door's verbs ------------------------------------------------------------------
     def search(self, queries: Sequence[str], k: int) -> Any:
@@ -42,19 +43,30 @@ class PipelineEngine:
         return self.retriever.search(list(queries), k)
 
     def swap_index(self, folder: str) -> None:
-        """Search another index folder from now on (same encoder; the generator stays loaded)."""
-        self.retriever.swap_index(folder)
+        """Search another index folder from now on (same kind of retriever, same encoder; the
+        models stay loaded). The new retriever is opened and verified first, then installed by one
+        assignment, so a search sees the old index or the new one, never a mix."""
+        from unirag.retrieval.loader import load_retriever
+
+        old = self.retriever
+        dense = old if hasattr(old, "encoder") else next((r for r in getattr(old, "retrievers", [])
+                                                          if hasattr(r, "encoder")), None)
+        self.retriever = load_retriever(folder, self.kind, encoder=dense.encoder if dense is not None else None)
 
     def info(self) -> dict[str, Any]:
         """Generator, retriever kind, index folder and size."""
         r = self.retriever
         return {"engine": self.name, "generator": getattr(self.generator, "name", ""),
-                "retriever": type(r).__name__, "index": str(getattr(r, "path", "") or ""),
+                "retriever": self.kind if r is not None else None, "index": str(getattr(r, "path", "") or ""),
                 "passages": len(r.store) if r is not None else 0}
 
     def prepare(self, questions: Sequence[str], params: SamplingParams) -> list[tuple[str, Answer]]:
         """Retrieve for every question (one batched search) and build each prompt; returns
         ``(prompt, answer skeleton with sources, trace and retrieval time)`` per question."""
+        if self.generator is None:
+            from unirag.config.base import ConfigError
+
+            raise ConfigError("this pipeline was loaded for search only (generator=None): nothing can answer")
         k = self.config.k if params.k is None else params.k
         clock = Clock()
         res = self.retriever.search(list(questions), k) if k > 0 and self.retriever is not None else None

@@ -38,12 +38,26 @@ def build_bm25(texts: Iterable[str], out: Path, k1: float = 1.5, b: float = 0.75
     model.save(str(out))
 
 
+def rank_texts(texts: list[str], queries: list[str], depth: int = 20, k1: float = 1.5,
+               b: float = 0.75) -> list[list[int]]:
+    """In-memory BM25 (same tokenizer, stop words and stemming as the index): for each query,
+    the positions in ``texts`` of its top ``depth`` matches with a positive score, best first."""
+    import bm25s
+
+    model = bm25s.BM25(k1=k1, b=b)
+    model.index(_tokenize(list(texts)), show_progress=False)
+    depth = min(depth, len(texts))
+    rows, scores = model.retrieve(_tokenize(list(queries)), k=depth, show_progress=False, n_threads=1)
+    return [[int(r) for r, sc in zip(rr, ss) if sc > 0] for rr, ss in zip(rows, scores)]
+
+
 class BM25Retriever:
     """BM25 over the ``bm25/`` sub-folder of an index folder, sharing its doc store."""
 
-    def __init__(self, model, store: DocStore):
+    def __init__(self, model, store: DocStore, path: Path | None = None):
         self.model = model
         self.store = store
+        self.path = path
 
     @classmethod
     def load(cls, path: str | os.PathLike, verify: bool = True) -> BM25Retriever:
@@ -61,7 +75,7 @@ class BM25Retriever:
             model = bm25s.BM25.load(str(folder.bm25_dir), mmap=True)
         except Exception as exc:  # bm25s raises json / numpy / OS errors on damaged files
             raise IndexFormatError(f"{folder.bm25_dir}: unreadable BM25 index ({type(exc).__name__}: {exc})") from None
-        return cls(model, DocStore(folder.docs_dir))
+        return cls(model, DocStore(folder.docs_dir), folder.path)
 
     def search(self, queries: list[str], k: int = 10) -> SearchResult:
         """Top-``k`` passages per query by BM25 score (rows -1 where fewer terms match)."""

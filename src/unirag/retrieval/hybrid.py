@@ -35,6 +35,7 @@ class HybridRetriever:
             raise ValueError("HybridRetriever needs at least one retriever")
         self.retrievers = retrievers
         self.store = retrievers[0].store
+        self.path = getattr(retrievers[0], "path", None)
         self.c = c
         self.weights = weights
         self.depth = depth
