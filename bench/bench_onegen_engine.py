@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unirag.config.paths import cache_dir
 from unirag.models.decoding import EngineModel, Decoder, SamplingParams, split_lm
 
 MAX_PASSAGE = 96
@@ -50,10 +49,12 @@ def setup(n_docs: int):
     ids = add_special_tokens(lm, tok, cfg)
     em = EngineModel(lm, tok, ids["query"], cfg.passage_start, cfg.passage_end,
                      name="smollm2-135m-instruct+onegen-tokens-untrained", document_token_id=ids["document"])
-    folder = cache_dir() / "bench" / f"onegen-untrained-wiki{n_docs}"
-    if not (folder / "manifest.json").is_file():
-        build_onegen_index(wiki_passages(limit=n_docs), folder, em, progress=True)
-    return em, open_onegen_index(folder, em, model_name=em.name)
+    from unirag.index.folder import IndexFolder
+
+    folder = IndexFolder.cached(f"bench-onegen-untrained-wiki{n_docs}")
+    if not folder.exists():
+        build_onegen_index(wiki_passages(limit=n_docs), folder.path, em, progress=True)
+    return em, open_onegen_index(folder.path, em, model_name=em.name)
 
 
 class TimedIndex:
@@ -284,8 +285,11 @@ def main(argv: list[str] | None = None) -> int:
         from unirag.retrieval import DenseRetriever
         from unirag.retrieval.build import build_index
 
-        mini_dir = cache_dir() / "bench" / f"minilm-wiki{args.docs}"
-        if not (mini_dir / "manifest.json").is_file():
+        from unirag.index.folder import IndexFolder
+
+        mini = IndexFolder.cached(f"bench-minilm-wiki{args.docs}")
+        mini_dir = mini.path
+        if not mini.exists():
             from unirag.data import wiki_passages
 
             build_index(wiki_passages(limit=args.docs), mini_dir, bm25=False, progress=False)

@@ -161,10 +161,11 @@ def load_documents(path: str | os.PathLike) -> dict[str, str]:
     """Document id → text to embed (``"title. text"``) from a corpus file, a ``DocStore`` folder or an
     index folder (its ``docs/``)."""
     from unirag.corpus import DocStore, read_corpus
+    from unirag.index.folder import IndexFolder
 
     path = Path(path)
-    if path.is_dir() and (path / "docs" / "store.json").is_file():
-        path = path / "docs"
+    if path.is_dir() and (IndexFolder(path).docs_dir / "store.json").is_file():
+        path = IndexFolder(path).docs_dir
     if path.is_dir() and (path / "store.json").is_file():
         store = DocStore(path)
         try:

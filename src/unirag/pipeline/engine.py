@@ -12,7 +12,7 @@ from unirag.config.base import ConfigBase
 from unirag.engine import Clock, hits, make_sources
 from unirag.outputs import Answer, Event, Finished, RetrievalEvent, TextDelta, Timings, TraceStep, Usage, \
     extract_answer
-from unirag.pipeline.prompt import CLOSED_BOOK, SYSTEM, build_prompt
+from unirag.pipeline.prompt import SYSTEM, build_prompt
 from unirag.sampling_params import SamplingParams
 
 
@@ -76,8 +76,8 @@ class PipelineEngine:
             passages, scores = hits(res, i) if res is not None else ([], [])
             if res is not None:
                 system, user = self.config.system_prompt, build_prompt(q, passages, self.config.max_passage_words)
-            else:
-                system, user = CLOSED_BOOK, f"Question: {q}\nAnswer:"
+            else:  # closed book: the question alone in the chat template
+                system, user = None, q
             trace = [TraceStep(q, None, [p.id for p in passages], scores, [p.id for p in passages])] if res else []
             ans = Answer(q, "", make_sources(passages, scores), trace, engine=self.name,
                          timings=Timings(retrieval=t_ret))

@@ -10,7 +10,6 @@ SYSTEM = (
     "You answer questions using the numbered passages. Answer briefly and cite the passages "
     "you used like [1]. If the passages do not contain the answer, say you don't know."
 )
-CLOSED_BOOK = "Answer the question briefly."
 
 
 def clip_words(text: str, words: int | None) -> str:
@@ -20,8 +19,6 @@ def clip_words(text: str, words: int | None) -> str:
 
 
 def build_prompt(question: str, passages: Sequence[Passage], max_passage_words: int | None = 120) -> str:
-    """The user turn: numbered passages, then the question (no passages: the question alone)."""
-    if not passages:
-        return f"Question: {question}\nAnswer:"
+    """The user turn: numbered passages (each cut to ``max_passage_words``), then the question."""
     blocks = [f"[{i}] {p.title}: {clip_words(p.text, max_passage_words)}" for i, p in enumerate(passages, 1)]
     return "Passages:\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}\nAnswer:"
