@@ -74,3 +74,15 @@ def max_abs(x) -> float:
     """The magnitude of a tensor or array: its largest absolute value (1 for an all-zero one)."""
     m = float(abs(x.detach() if hasattr(x, "detach") else x).max())
     return m if m > 0 else 1.0
+
+
+def assert_f32_close(got, want, n_terms: int, magnitude: float | None = None, *, worst_case: bool = False) -> None:
+    """``got`` equals ``want`` up to the float32 rounding of ``n_terms`` accumulated terms at the scale
+    ``magnitude`` (default: the largest ``|want|``).  Tensors, arrays and numbers; ``rtol=0`` because
+    that scale, not each element, sets the error (see the module docstring)."""
+    import torch
+
+    got, want = torch.as_tensor(got), torch.as_tensor(want)
+    scale = max_abs(want) if magnitude is None else float(magnitude)
+    torch.testing.assert_close(got, want.to(got.dtype), rtol=0,
+                               atol=f32_tol(scale, n_terms, worst_case=worst_case), check_device=False)

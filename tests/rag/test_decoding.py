@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import tiny_bart, tiny_llama
 
-from tests.tolerance import f32_tol, max_abs, model_terms
+from tests.tolerance import assert_f32_close as _close
+from tests.tolerance import model_terms
 from unirag.rag import decoding as D
 from unirag.rag import marginals as M
 from unirag.rag.inputs import Contexts
@@ -28,12 +29,6 @@ def _contexts(kind: str, b: int, k: int, seed: int = 0, length: int = 9) -> Cont
 
 def _model(kind):
     return tiny_bart() if kind == "seq2seq" else tiny_llama()
-
-
-def _close(got, want, n_terms):
-    """``got`` equals ``want`` up to float32 rounding of ``n_terms`` accumulated terms at the scale of
-    ``want`` (see tests/tolerance.py); ``rtol=0`` because that scale, not each element, sets the error."""
-    torch.testing.assert_close(got, want, rtol=0, atol=f32_tol(max_abs(want), n_terms))
 
 
 def _own_generate(gen, ctx, **kw):
@@ -113,7 +108,7 @@ def test_fast_scores_use_only_producing_documents(kind, nb):
             docs = [z for z in range(k) if hyp in beams[(i * k + z) * nb : (i * k + z + 1) * nb]]
             want = torch.tensor([float(ds[i].log_softmax(-1)[z]) + _brute_ll(gen, ctx, i * k + z, hyp)
                                  for z in docs]).logsumexp(0)
-            _close(score, want.to(score.dtype), model_terms(gen, ctx.input_ids.shape[1] + 6) + 6 + k)
+            _close(score, want, model_terms(gen, ctx.input_ids.shape[1] + 6) + 6 + k)
 
 
 @pytest.mark.parametrize("kind", ["seq2seq", "causal"])
