@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.tolerance import assert_f32_close, model_terms
 from unirag.index.errors import IndexMismatchError
 from unirag.onegen.docindex import OneGenIndex, embed_documents
 from unirag.onegen.engine import split_lm
@@ -32,15 +33,17 @@ def test_vectors_are_hidden_states_at_the_document_token(tiny_onegen, tiny_index
         ids = tiny_onegen.tokenizer(text, add_special_tokens=True)["input_ids"] + [tiny_onegen.document_token_id]
         with torch.inference_mode():
             h = decoder(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
-        np.testing.assert_allclose(vec, torch.nn.functional.normalize(h, dim=-1).numpy(), atol=1e-5)
+        # batched and padded against one unpadded row: the model path and the normalisation; unit vectors
+        terms = model_terms(tiny_onegen.lm, len(ids), log_softmax=False) + h.shape[-1]
+        assert_f32_close(vec, torch.nn.functional.normalize(h, dim=-1), terms)
     stored = tiny_index.index.reconstruct(np.array([0, 5]))
-    np.testing.assert_allclose(stored, vecs, atol=1e-5)
+    assert_f32_close(stored, vecs, terms)     # indexed in other batches (other padding)
 
 
 def test_search_ranks_self_first_and_excludes(tiny_index):
     vecs = tiny_index.index.reconstruct(np.arange(10))
     scores, rows = tiny_index.search(vecs, k=3)
     assert rows[:, 0].tolist() == list(range(10))
-    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+    assert np.all(np.diff(scores, axis=1) <= 0)     # faiss sorts the scores it computed: exact order
     _, rows = tiny_index.search(vecs[:1], k=3, exclude={0, int(rows[0, 1])})
     assert 0 not in rows[0].tolist() and len(set(rows[0].tolist())) == 3

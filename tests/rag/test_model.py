@@ -98,9 +98,12 @@ def test_generate_with_attribution(tiny_index, kind):
         assert len(res) == 2
         for r in res:
             assert len(r.passages) == 3 and r.tokens
-            assert sum(r.doc_prior) == pytest.approx(1.0, abs=1e-5)
-            assert sum(r.doc_posterior) == pytest.approx(1.0, abs=1e-5)
+            # distributions over 3 documents normalised in float32: exp(x - logsumexp(x)) then a sum of 3.
+            # Rounding in the log-probs themselves cancels (the normaliser is computed from them)
+            assert_f32_close(sum(r.doc_prior), 1.0, 3 + 3, magnitude=1.0)
+            assert_f32_close(sum(r.doc_posterior), 1.0, 3 + 3, magnitude=1.0)
             assert len(r.token_posteriors) == len(r.tokens)
-            assert all(sum(p) == pytest.approx(1.0, abs=1e-5) for p in r.token_posteriors)
+            for p in r.token_posteriors:
+                assert_f32_close(sum(p), 1.0, 3 + 3, magnitude=1.0)
     with pytest.raises(ValueError):
         model.generate(QS[:1], variant="sequence", decoding="greedy")
