@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tests.onegen.helpers import DOCS
+from tests.tolerance import assert_f32_close, model_terms
 from unirag.corpus import Passage
 
 
@@ -22,13 +23,16 @@ def test_index_folder_and_recall(onegen_model, tmp_path):
     index = Index.load(folder)
     assert len(index) == 5 and index.manifest.encoder == "onegen:tiny"
     vec = onegen_model.embed_documents([p.contents for p in passages])
-    np.testing.assert_allclose(index.reconstruct(np.arange(5)), vec, atol=1e-6)
+    # batches of 2 when indexed, of another size here: other padding and kernel shapes; unit vectors
+    span = onegen_model.config.max_doc_tokens + 1
+    assert_f32_close(index.reconstruct(np.arange(5)), vec,
+                     model_terms(onegen_model.hf_model, span, log_softmax=False) + vec.shape[1])
     # the one dense retriever, queried by the model's own query vectors, ranks as brute force does
     questions = ["Which river flows through Cairo?", "Who directed Alien?", "What is the capital of France?"]
     q = onegen_model.query_vectors([onegen_model.chat_prompt(x, "[RQ]") for x in questions])
     ranked = [[passages[j].id for j in row] for row in np.argsort(-(q @ vec.T), axis=1)]
     retriever = open_onegen_index(folder, onegen_model)
-    np.testing.assert_allclose(retriever.embed_queries(questions), q, atol=1e-5)
+    assert_f32_close(retriever.embed_queries(questions), q, model_terms(onegen_model.hf_model, 64, log_softmax=False))
     assert retriever.search(questions, 5).ids == ranked
     gold = [r[1] for r in ranked]  # every gold page sits at rank 2 of the brute-force ranking
     res = evaluate_retrieval(retriever, [RetrievalQuery(str(i), x, [g]) for i, (x, g) in

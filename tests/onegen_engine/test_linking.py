@@ -68,6 +68,29 @@ def test_linking_scores():
     assert m["disambiguation_accuracy"] == pytest.approx(50.0)
 
 
+# A case worked out by hand: 4 gold mentions in 2 documents, 3 predicted spans, all 3 at gold
+# positions, 2 of them with the right entity.
+HAND_GOLD = [[Mention(0, 5, "Paris", "Paris"), Mention(10, 14, "Rome", "Rome"), Mention(20, 25, "Alien", "Alien (film)")],
+             [Mention(0, 4, "Nile", "Nile")]]
+HAND_PRED = [[LinkedSpan(0, 5, "Paris", "Paris", 0.9), LinkedSpan(20, 25, "Alien", "Alien (law)", 0.4)],
+             [LinkedSpan(0, 4, "Nile", "Nile", 0.8)]]
+
+
+def test_linking_scores_on_a_hand_worked_case():
+    m = linking_scores(HAND_PRED, HAND_GOLD)
+    # (span, entity) right: Paris, Nile -> P = 2/3, R = 2/4, F1 = 2 P R / (P + R) = 4/7
+    assert m["precision"] == pytest.approx(200 / 3) and m["recall"] == pytest.approx(50.0)
+    assert m["f1"] == pytest.approx(400 / 7)                          # 57.14
+    # spans alone: all 3 predicted spans are gold spans -> P = 1, R = 3/4, F1 = 6/7
+    assert m["mention_precision"] == pytest.approx(100.0) and m["mention_recall"] == pytest.approx(75.0)
+    assert m["mention_f1"] == pytest.approx(600 / 7)
+    # of the 3 detected spans, Alien is linked to the wrong entity
+    assert m["disambiguation_accuracy"] == pytest.approx(200 / 3)
+    assert (m["n_docs"], m["n_gold"], m["n_pred"]) == (2, 4, 3)
+    empty = linking_scores([[], []], HAND_GOLD)
+    assert (empty["precision"], empty["recall"], empty["f1"], empty["disambiguation_accuracy"]) == (0, 0, 0, 0)
+
+
 def test_entity_index_and_linker(eager_linker_dir, tmp_path):
     from unirag.onegen.docindex import open_onegen_index
     from unirag.onegen.linking import build_entity_index
@@ -107,10 +130,23 @@ def test_cli_link_and_index(eager_linker_dir, tmp_path):
     assert all(e["entity"] in TITLES for e in data["entities"])
 
 
-def test_cli_eval_linking(eager_linker_dir, tmp_path):
+def test_cli_eval_linking(eager_linker_dir, tmp_path, monkeypatch):
+    """The command scores the linker's output on the held-out documents: with the documents and the
+    linker's answer fixed to the hand-worked case, the report carries its numbers."""
     from typer.testing import CliRunner
 
+    import unirag.onegen.linking as L
     from unirag.cli.app import app
+
+    texts = ["Paris and Rome and Alien.", "Nile."]
+    seen = {}
+
+    def link(self, docs, batch_size=8):
+        seen["texts"] = list(docs)
+        return HAND_PRED
+
+    monkeypatch.setattr(L, "heldout_linking_docs", lambda limit=None: list(zip(texts, HAND_GOLD))[:limit])
+    monkeypatch.setattr(L.EntityLinker, "link", link)
 
     kb = tmp_path / "kb.jsonl"
     kb.write_text("".join(json.dumps({"id": t, "title": t, "text": f"About {t}."}) + "\n" for t in TITLES))
@@ -121,5 +157,7 @@ def test_cli_eval_linking(eager_linker_dir, tmp_path):
                               "--index", str(tmp_path / "kb"), "--json"])
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
-    assert report["n_docs"] == 2 and report["n_gold"] > 0 and report["n_pred"] > 0
-    assert 0 <= report["f1"] <= 100 and "disambiguation_accuracy" in report
+    assert seen["texts"] == texts
+    assert (report["n_docs"], report["n_gold"], report["n_pred"]) == (2, 4, 3)
+    assert report["precision"] == pytest.approx(200 / 3) and report["recall"] == pytest.approx(50.0)
+    assert report["f1"] == pytest.approx(400 / 7) and report["disambiguation_accuracy"] == pytest.approx(200 / 3)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import QUESTIONS, make_rag
 
+from tests.tolerance import assert_f32_close, model_terms
 from unirag.rag import marginals as M
 from unirag.rag.scoring import context_logits
 
@@ -23,14 +24,17 @@ def test_loss_equals_reference_and_trains_query_encoder(tiny_index, kind, varian
     logits = context_logits(model.generator, ctx, out.target)[:, 0]
     ref = (M.rag_token_nll_reference(logits, out.doc_scores, out.target, out.mask) if variant == "token"
            else M.rag_sequence_nll_reference(logits, out.doc_scores, out.target, out.mask))
-    torch.testing.assert_close(out.loss, ref, rtol=1e-5, atol=1e-5)
+    t = out.target.shape[-1]
+    assert_f32_close(out.loss, ref, model_terms(model.generator, ctx.input_ids.shape[1] + t) + t + out.doc_scores.shape[1])
     out.loss.sum().backward()
     q_grad = sum(float(p.grad.abs().sum()) for p in model.query_model.parameters() if p.grad is not None)
     assert q_grad > 0
     # doc scores are q·d with the index's stored vectors
     q = model.question_encoder.embed(QS).detach()
     d = torch.from_numpy(model.retriever.index.reconstruct(torch.tensor(out.retrieved.rows).numpy()))
-    torch.testing.assert_close(out.doc_scores.detach(), torch.einsum("bd,bkd->bk", q, d), rtol=1e-5, atol=1e-5)
+    # a dot product over the embedding width, at the scale of sum |q_i d_i|
+    assert_f32_close(out.doc_scores.detach(), torch.einsum("bd,bkd->bk", q, d), q.shape[-1],
+                     magnitude=float(torch.einsum("bd,bkd->bk", q.abs(), d.abs()).max()))
 
 
 def test_frozen_retriever_gets_no_gradient(tiny_index):
@@ -50,7 +54,8 @@ def test_causal_answer_positions_match_plain_lm(tiny_index):
     full = torch.cat([prompt, out.target], 1)
     logits = model.generator(input_ids=full).logits[0, prompt.shape[1] - 1 : -1]
     want = torch.nn.functional.cross_entropy(logits, out.target[0], reduction="sum")
-    assert float(out.loss[0]) == pytest.approx(float(want), rel=1e-5)
+    t = out.target.shape[1]
+    assert_f32_close(out.loss[0], want, model_terms(model.generator, full.shape[1]) + t)
 
 
 @pytest.mark.parametrize("kind", ["seq2seq", "causal"])
@@ -65,7 +70,8 @@ def test_save_and_load_round_trip(tiny_index, tmp_path, kind):
     model.save_pretrained(tmp_path / "rag")
     back = RagModel.from_pretrained(tmp_path / "rag")
     back.eval()
-    torch.testing.assert_close(back(QS, ANS).loss, want)
+    # the same weights through the same kernels and shapes: exactly the same loss
+    assert torch.equal(back(QS, ANS).loss, want)
     assert back.config.variant == model.config.variant
     # each part loads on its own, hub-style
     AutoModel.from_pretrained(tmp_path / "rag" / "question_encoder")
@@ -92,9 +98,12 @@ def test_generate_with_attribution(tiny_index, kind):
         assert len(res) == 2
         for r in res:
             assert len(r.passages) == 3 and r.tokens
-            assert sum(r.doc_prior) == pytest.approx(1.0, abs=1e-5)
-            assert sum(r.doc_posterior) == pytest.approx(1.0, abs=1e-5)
+            # distributions over 3 documents normalised in float32: exp(x - logsumexp(x)) then a sum of 3.
+            # Rounding in the log-probs themselves cancels (the normaliser is computed from them)
+            assert_f32_close(sum(r.doc_prior), 1.0, 3 + 3, magnitude=1.0)
+            assert_f32_close(sum(r.doc_posterior), 1.0, 3 + 3, magnitude=1.0)
             assert len(r.token_posteriors) == len(r.tokens)
-            assert all(sum(p) == pytest.approx(1.0, abs=1e-5) for p in r.token_posteriors)
+            for p in r.token_posteriors:
+                assert_f32_close(sum(p), 1.0, 3 + 3, magnitude=1.0)
     with pytest.raises(ValueError):
         model.generate(QS[:1], variant="sequence", decoding="greedy")

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import QUESTIONS, make_tokenizer, tiny_encoder, tiny_llama
 
+from tests.tolerance import assert_f32_close
 from unirag.eval.qa import exact_match, normalize_answer, qa_scores, token_f1
 
 
@@ -56,7 +57,8 @@ def test_train_resume_and_reload(parts, tmp_path):
     b = load_file(str(tmp_path / "resumed" / "checkpoints" / "step-4" / "trainable.safetensors"))
     assert a.keys() == b.keys()
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+        # the resumed run repeats the same operations in the same order from a bitwise checkpoint: exact
+        assert torch.equal(a[key], b[key]), key
     model = RagModel.from_pretrained(tmp_path / "full" / "final")
     assert model.generate(["what is the capital of France"], max_new_tokens=3)[0].tokens
 
@@ -72,14 +74,15 @@ def test_sequence_variant_without_lora_and_frozen_retriever(parts, tmp_path):
 
     after = AutoModel.from_pretrained(tmp_path / "seq" / "final" / "question_encoder").state_dict()
     for k, v in before.items():
-        torch.testing.assert_close(after[k], v)
+        assert torch.equal(after[k], v), k          # frozen: the saved weights are the initial ones, bit for bit
 
 
 def test_doc_entropy():
     from unirag.train.rag import doc_entropy
 
-    assert doc_entropy(torch.zeros(3, 4)) == pytest.approx(1.0)
-    assert doc_entropy(torch.tensor([[100.0, 0, 0, 0]])) == pytest.approx(0.0, abs=1e-6)
+    # normalised entropy: a softmax, a sum of 4 terms p log p of size <= 1, a division by log 4
+    assert_f32_close(doc_entropy(torch.zeros(3, 4)), 1.0, 4 + 4, magnitude=1.0)
+    assert_f32_close(doc_entropy(torch.tensor([[100.0, 0, 0, 0]])), 0.0, 4 + 4, magnitude=1.0)
 
 
 def test_qa_metrics():
