@@ -212,7 +212,7 @@ def load_generator(name: str) -> Any:
     from unirag.onegen.model import OneGenModel
 
     og = OneGenModel.from_pretrained(folder, merge=True)
-    return Generator(og.lm, og.tokenizer, name=f"onegen:{folder.name}")
+    return Generator(og.lm, og.tokenizer, name=f"onegen:{folder.name}", banned_token_id=og.token_id("query"))
 
 
 def _pipeline(cfg: LoadConfig, progress: bool) -> Any:

@@ -34,10 +34,11 @@ def load_causal_lm(name: str, dtype: str = "float32", device: str = "cpu"):
 class Generator:
     """A language model that writes answers: ``chat_prompt`` + ``generate`` / ``stream``."""
 
-    def __init__(self, model, tokenizer, name: str = ""):
+    def __init__(self, model, tokenizer, name: str = "", banned_token_id: int | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
+        self.banned_token_id = banned_token_id  # e.g. a OneGen model's query token, never emitted when reading
         self.is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
 
     @classmethod
@@ -90,7 +91,8 @@ class Generator:
 
         if self.is_seq2seq:
             raise TypeError("the KV-cache loop decodes causal LMs; seq2seq models use generate()")
-        return Decoder(EngineModel(self.model, self.tokenizer, name=self.name))
+        # the loop bans its query token when no retriever is attached: a banned token is just that
+        return Decoder(EngineModel(self.model, self.tokenizer, query_token_id=self.banned_token_id, name=self.name))
 
     def generate_batch(self, prompts: Sequence[str], params: SamplingParams | None = None) -> list:
         """Decode ``prompts`` together; one :class:`~unirag.models.decoding.Output` per prompt
