@@ -26,6 +26,12 @@ class Engine(Protocol):
         """Text deltas and retrieval events as they happen, then ``Finished`` with the answer."""
         ...
 
+    def stream_batch(self, questions: Sequence[str], params: SamplingParams | Sequence[SamplingParams],
+                     cancelled: Any = None) -> Iterator[tuple[int, Event]]:
+        """``(question index, event)`` pairs of several questions decoded together; ``params`` one
+        for all or one per question; ``cancelled(i)`` (asked between steps) ends question ``i``."""
+        ...
+
     def search(self, queries: Sequence[str], k: int) -> Any:
         """A :class:`~unirag.retrieval.SearchResult` of the engine's own retriever."""
         ...

@@ -121,3 +121,27 @@ def test_load_config_round_trips(tmp_path):
     assert unirag.LoadConfig.load(path) == cfg
     p = unirag.SamplingParams(max_new_tokens=9, stop=["\n"], seed=3)
     assert unirag.SamplingParams.from_dict(p.to_dict()) == p
+
+
+def test_stream_batch_per_request_params_and_cancel(rag):
+    """Concurrent requests as one batch: each keeps its own params and seed; cancelling one ends it
+    at the next step while the others finish exactly as they would alone."""
+    greedy = unirag.SamplingParams(max_new_tokens=8)
+    sampled = unirag.SamplingParams(max_new_tokens=6, temperature=1.0, seed=11)
+    qs = [QUESTIONS[0], QUESTIONS[1], QUESTIONS[2]]
+    seen: dict[int, int] = {}
+
+    def cancelled(i: int) -> bool:
+        return i == 2 and seen.get(2, 0) >= 2
+
+    finals = {}
+    for i, ev in rag.stream_batch(qs, [greedy, sampled, greedy], cancelled):
+        if isinstance(ev, TextDelta):
+            seen[i] = seen.get(i, 0) + 1
+        elif isinstance(ev, Finished):
+            finals[i] = ev.answer
+    assert finals[0].text == rag.ask(qs[0], greedy).text
+    assert finals[1].text == rag.ask(qs[1], sampled).text  # its own seed, batch or not
+    assert finals[2].finish_reason == "cancelled" and finals[2].usage.completion_tokens < 8
+    with pytest.raises(ConfigError, match="2 SamplingParams for 3"):
+        list(rag.stream_batch(qs, [greedy, greedy]))

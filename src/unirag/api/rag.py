@@ -145,6 +145,18 @@ class RAG:
         :class:`~unirag.outputs.RetrievalEvent`, then :class:`~unirag.outputs.Finished`."""
         return self.engine.stream(_question(question), _check(params or self.params))
 
+    def stream_batch(self, questions: Sequence[str], params: SamplingParams | Sequence[SamplingParams] | None = None,
+                     cancelled: Any = None) -> Iterator[tuple[int, Event]]:
+        """``(question index, event)`` pairs of several questions decoded together (a server batches
+        concurrent requests this way): ``params`` one for all or one per question (each with its
+        own seed); ``cancelled(i)``, asked between decoding steps, ends question ``i`` early
+        (finish reason ``cancelled``) while the others go on."""
+        qs = [_question(q) for q in questions]
+        per = [params or self.params] * len(qs) if not isinstance(params, (list, tuple)) else list(params)
+        if len(per) != len(qs):
+            raise ConfigError(f"{len(per)} SamplingParams for {len(qs)} questions")
+        return self.engine.stream_batch(qs, [_check(p) for p in per], cancelled)
+
     def stream_answer(self, question: str, params: SamplingParams | None = None) -> Answer:
         """Drain :meth:`stream` and return its final answer."""
         for ev in self.stream(question, params):

@@ -188,12 +188,14 @@ class _Row:
 
 
 def decode(model: EngineModel, index: Any, prompts: Sequence[list[int]],
-           params: SamplingParams | Sequence[SamplingParams]) -> Iterator[Event]:
+           params: SamplingParams | Sequence[SamplingParams],
+           cancelled: Callable[[int], bool] | None = None) -> Iterator[Event]:
     """The loop: decode ``prompts`` (token ids) together, retrieving from ``index`` (a dense
     retriever with ``search_vectors(vectors, k, exclude=...)`` and ``store``, or ``None``) at every
     query token; ``params``
-    is one :class:`SamplingParams` for all rows or one per row. Yields :class:`TextEvent`,
-    :class:`RetrievalEvent` and :class:`DoneEvent`."""
+    is one :class:`SamplingParams` for all rows or one per row. ``cancelled(i)``, asked after every
+    step, ends row ``i`` there (finish reason ``cancelled``; the other rows go on). Yields
+    :class:`TextEvent`, :class:`RetrievalEvent` and :class:`DoneEvent`."""
     import torch
 
     decoder, head = split_lm(model.lm)
@@ -235,6 +237,10 @@ def decode(model: EngineModel, index: Any, prompts: Sequence[list[int]],
                     text = _next_token(r, logits[j], model, index, eos)
                     if text:
                         yield TextEvent(r.index, text)
+            if cancelled is not None:
+                for r in active:
+                    if not r.done and cancelled(r.index):
+                        r.done = "cancelled"
             keep = [b for b, r in enumerate(active) if not r.done]
             for r in active:
                 if r.done:
@@ -511,10 +517,11 @@ class Decoder:
         tok = self.model.tokenizer
         return [tok(p)["input_ids"] if isinstance(p, str) else list(p) for p in prompts]
 
-    def stream(self, prompts: PromptLike | Sequence[PromptLike], params: SamplingParams | None = None,
-               ) -> Iterator[Event]:
-        """Events as they happen: text pieces, retrievals, finished rows."""
-        yield from decode(self.model, self.index, self.encode(prompts), params or SamplingParams())
+    def stream(self, prompts: PromptLike | Sequence[PromptLike],
+               params: SamplingParams | Sequence[SamplingParams] | None = None,
+               cancelled: Callable[[int], bool] | None = None) -> Iterator[Event]:
+        """Events as they happen: text pieces, retrievals, finished rows (see :func:`decode`)."""
+        yield from decode(self.model, self.index, self.encode(prompts), params or SamplingParams(), cancelled)
 
     def generate(self, prompts: PromptLike | Sequence[PromptLike], params: SamplingParams | None = None,
                  ) -> list[Output]:

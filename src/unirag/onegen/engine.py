@@ -5,7 +5,7 @@ retrieved at."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,42 +82,41 @@ class OneGenEngine:
                       Timings(0.0, seconds, seconds, first), engine=self.name, finish_reason=out.finish_reason,
                       short=extract_answer(tail) or extract_answer(out.text))
 
-    def ask_batch(self, questions: Sequence[str], params: SamplingParams) -> list[Answer]:
-        """All questions decoded together (ragged rows, retrieval inside the loop)."""
-        from unirag.models.decoding import DoneEvent, RetrievalEvent as LoopRetrieval
+    def stream_batch(self, questions: Sequence[str], params: SamplingParams | Sequence[SamplingParams],
+                     cancelled: Callable[[int], bool] | None = None) -> Iterator[tuple[int, Event]]:
+        """``(question index, event)`` pairs as all questions decode together (ragged rows, retrieval
+        inside the loop); ``params`` one for all or one per question; ``cancelled(i)`` ends one early."""
+        from unirag.models.decoding import DoneEvent, RetrievalEvent as LoopRetrieval, TextEvent
 
+        per = [params] * len(questions) if isinstance(params, SamplingParams) else list(params)
         clock = Clock()
         dec = self._decoder()
         prompts = dec.encode([self._prompt(q) for q in questions])
         passages: dict[str, Any] = {}
-        done = {}
-        for ev in dec.stream(prompts, self._params(params)):
-            if isinstance(ev, LoopRetrieval):
-                passages.update({p.id: p for p in ev.passages})
-            elif isinstance(ev, DoneEvent):
-                done[ev.index] = ev.output
-        each = clock.total() / max(1, len(questions))
-        return [self._answer(q, done[i], passages, len(prompts[i]), each) for i, q in enumerate(questions)]
-
-    def stream(self, question: str, params: SamplingParams) -> Iterator[Event]:
-        """Text as it is generated, a retrieval event at each query token (with the step)."""
-        from unirag.models.decoding import DoneEvent, RetrievalEvent as LoopRetrieval, TextEvent
-
-        clock = Clock()
-        dec = self._decoder()
-        prompt = dec.encode([self._prompt(question)])
-        passages: dict[str, Any] = {}
-        first, n_sources = None, 0
-        for ev in dec.stream(prompt, self._params(params)):
+        first: dict[int, float] = {}
+        n_sources = [0] * len(questions)
+        for ev in dec.stream(prompts, [self._params(p) for p in per], cancelled):
+            i = ev.index
             if isinstance(ev, TextEvent) and ev.text:
-                first = clock.total() if first is None else first
-                yield TextDelta(ev.text)
+                first.setdefault(i, clock.total())
+                yield i, TextDelta(ev.text)
             elif isinstance(ev, LoopRetrieval):
                 r = ev.retrieval
                 passages.update({p.id: p for p in ev.passages})
                 sc = [r.scores[r.ids.index(p.id)] for p in ev.passages]
-                srcs = make_sources(ev.passages, sc, step=r.step, start=n_sources + 1)
-                n_sources += len(srcs)
-                yield RetrievalEvent(TraceStep("", r.step, list(r.ids), list(r.scores), list(r.inserted)), srcs)
+                srcs = make_sources(ev.passages, sc, step=r.step, start=n_sources[i] + 1)
+                n_sources[i] += len(srcs)
+                yield i, RetrievalEvent(TraceStep("", r.step, list(r.ids), list(r.scores), list(r.inserted)), srcs)
             elif isinstance(ev, DoneEvent):
-                yield Finished(self._answer(question, ev.output, passages, len(prompt[0]), clock.total(), first))
+                yield i, Finished(self._answer(questions[i], ev.output, passages, len(prompts[i]), clock.total(),
+                                               first.get(i)))
+
+    def ask_batch(self, questions: Sequence[str], params: SamplingParams) -> list[Answer]:
+        """All questions decoded together (ragged rows, retrieval inside the loop)."""
+        done = {i: ev.answer for i, ev in self.stream_batch(questions, params) if isinstance(ev, Finished)}
+        return [done[i] for i in range(len(questions))]
+
+    def stream(self, question: str, params: SamplingParams) -> Iterator[Event]:
+        """Text as it is generated, a retrieval event at each query token (with the step)."""
+        for _, ev in self.stream_batch([question], params):
+            yield ev

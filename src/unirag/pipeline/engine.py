@@ -4,7 +4,7 @@ the KV-cache loop, so a batch of questions is one batch of rows)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,47 +84,67 @@ class PipelineEngine:
             out.append((self.generator.chat_prompt(user, system=system), ans))
         return out
 
+    def stream_batch(self, questions: Sequence[str], params: SamplingParams | Sequence[SamplingParams],
+                     cancelled: Callable[[int], bool] | None = None) -> Iterator[tuple[int, Event]]:
+        """``(question index, event)`` pairs: every question's retrieval event, then the text of all
+        questions as their rows decode together, each question's ``Finished`` when its row ends.
+        ``params`` is one for all or one per question; ``cancelled(i)`` ends question ``i`` early."""
+        per = [params] * len(questions) if isinstance(params, SamplingParams) else list(params)
+        clock = Clock()
+        groups: dict[int | None, list[int]] = {}
+        for i, p in enumerate(per):  # questions asking for the same k share one search
+            groups.setdefault(p.k, []).append(i)
+        prepared: list[Any] = [None] * len(questions)
+        for k, idx in groups.items():
+            for i, item in zip(idx, self.prepare([questions[i] for i in idx], per[idx[0]])):
+                prepared[i] = item
+        for i, (_, ans) in enumerate(prepared):
+            if ans.trace:
+                yield i, RetrievalEvent(ans.trace[0], ans.sources)
+        ids = [self.generator.encode_prompt(p) for p, _ in prepared]
+        first: dict[int, float] = {}
+        pieces: dict[int, list[str]] = {i: [] for i in range(len(questions))}
+        gen0 = clock.total()
+        if self.generator.is_seq2seq:
+            events: Iterator[Any] = self._seq2seq_events([p for p, _ in prepared], per, cancelled)
+        else:
+            events = self.generator.decoder().stream(ids, per, cancelled)
+        from unirag.models.decoding import DoneEvent, TextEvent
+
+        for ev in events:
+            i = ev.index
+            if isinstance(ev, TextEvent) and ev.text:
+                first.setdefault(i, clock.total())
+                pieces[i].append(ev.text)
+                yield i, TextDelta(ev.text)
+            elif isinstance(ev, DoneEvent):
+                ans = prepared[i][1]
+                ans.text = "".join(pieces[i]).strip()
+                ans.short = extract_answer(ans.text)
+                ans.finish_reason = ev.output.finish_reason
+                ans.usage = Usage(len(ids[i]), len(ev.output.token_ids))
+                total = clock.total()
+                ans.timings = Timings(ans.timings.retrieval, total - gen0, total, first.get(i))
+                yield i, Finished(ans)
+
+    def _seq2seq_events(self, prompts: list[str], per: list[SamplingParams],
+                        cancelled: Callable[[int], bool] | None) -> Iterator[Any]:
+        from unirag.models.decoding import DoneEvent, TextEvent
+
+        for i, (prompt, p) in enumerate(zip(prompts, per)):
+            if cancelled is not None and cancelled(i):
+                continue
+            out = self.generator.generate_batch([prompt], p)[0]
+            out.index = i
+            yield TextEvent(i, out.text)
+            yield DoneEvent(i, out)
+
     def ask_batch(self, questions: Sequence[str], params: SamplingParams) -> list[Answer]:
         """Answers to ``questions``: one search, then one batch of generation."""
-        clock = Clock()
-        prepared = self.prepare(questions, params)
-        outs = self.generator.generate_batch([p for p, _ in prepared], params)
-        gen = clock.total() / max(1, len(questions))
-        for (prompt, ans), o in zip(prepared, outs):
-            ans.text, ans.finish_reason = o.text.strip(), o.finish_reason
-            ans.short = extract_answer(ans.text)
-            ans.usage = Usage(len(self.generator.encode_prompt(prompt)), len(o.token_ids))
-            ans.timings.generation = gen - ans.timings.retrieval
-            ans.timings.total = gen
-        return list(a for _, a in prepared)
+        done = {i: ev.answer for i, ev in self.stream_batch(questions, params) if isinstance(ev, Finished)}
+        return [done[i] for i in range(len(questions))]
 
     def stream(self, question: str, params: SamplingParams) -> Iterator[Event]:
         """A retrieval event with the numbered sources, then the answer text as it is generated."""
-        clock = Clock()
-        (prompt, ans), = self.prepare([question], params)
-        if ans.trace:
-            yield RetrievalEvent(ans.trace[0], ans.sources)
-        pieces, first = [], None
-        ids = self.generator.encode_prompt(prompt)
-        n_gen = 0
-        if self.generator.is_seq2seq:
-            out = self.generator.generate_batch([prompt], params)[0]
-            pieces, n_gen, ans.finish_reason = [out.text.strip()], len(out.token_ids), out.finish_reason
-            first = clock.total()
-            yield TextDelta(pieces[0])
-        else:
-            from unirag.models.decoding import DoneEvent, TextEvent
-
-            for ev in self.generator.decoder().stream([ids], params):
-                if isinstance(ev, TextEvent) and ev.text:
-                    first = clock.total() if first is None else first
-                    pieces.append(ev.text)
-                    yield TextDelta(ev.text)
-                elif isinstance(ev, DoneEvent):
-                    n_gen, ans.finish_reason = len(ev.output.token_ids), ev.output.finish_reason
-        ans.text = "".join(pieces).strip()
-        ans.short = extract_answer(ans.text)
-        ans.usage = Usage(len(ids), n_gen)
-        total = clock.total()
-        ans.timings = Timings(ans.timings.retrieval, total - ans.timings.retrieval, total, first)
-        yield Finished(ans)
+        for _, ev in self.stream_batch([question], params):
+            yield ev

@@ -4,7 +4,7 @@ the answer spans it supports (the per-token posterior p(z | x, y_i, y<i))."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from unirag.engine import Clock
@@ -93,12 +93,27 @@ class RagEngine:
                       short=extract_answer(text), extra={"sequence_score": r.score,
                                                          "decoding": self._decoding(params)})
 
-    def stream(self, question: str, params: SamplingParams) -> Iterator[Event]:
-        """RAG decoders marginalise over whole hypotheses (beam, thorough) so the answer is known
-        only at the end: the retrieval event, then the text in one delta, then ``Finished``."""
+    def stream_batch(self, questions: Sequence[str], params: SamplingParams | Sequence[SamplingParams],
+                     cancelled: Callable[[int], bool] | None = None) -> Iterator[tuple[int, Event]]:
+        """``(question index, event)`` pairs. RAG decoders marginalise over whole hypotheses (beam,
+        thorough), so each answer is known only at the end: questions sharing the same params
+        decode as one batch, then each yields its retrieval event, its text in one delta and
+        ``Finished``."""
+        per = [params] * len(questions) if isinstance(params, SamplingParams) else list(params)
         clock = Clock()
-        ans = self.ask_batch([question], params)[0]
-        yield RetrievalEvent(ans.trace[0], ans.sources)
-        ans.timings.first_token = clock.total()
-        yield TextDelta(ans.text)
-        yield Finished(ans)
+        groups: dict[str, list[int]] = {}
+        for i, p in enumerate(per):
+            if cancelled is None or not cancelled(i):
+                groups.setdefault(repr(p.to_dict()), []).append(i)
+        for idx in groups.values():
+            answers = self.ask_batch([questions[i] for i in idx], per[idx[0]])
+            for i, ans in zip(idx, answers):
+                ans.timings.first_token = clock.total()
+                yield i, RetrievalEvent(ans.trace[0], ans.sources)
+                yield i, TextDelta(ans.text)
+                yield i, Finished(ans)
+
+    def stream(self, question: str, params: SamplingParams) -> Iterator[Event]:
+        """The retrieval event, then the text in one delta, then ``Finished`` (see :meth:`stream_batch`)."""
+        for _, ev in self.stream_batch([question], params):
+            yield ev
