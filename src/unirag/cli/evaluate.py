@@ -58,7 +58,7 @@ def eval_retrieval(
     from unirag.config.base import atomic_write_text
     from unirag.eval import evaluate_retrieval, fanoutqa_retrieval_queries, read_retrieval_queries
     from unirag.index.folder import IndexFolder
-    from unirag.retrieval import ensure_default_index, load_retriever
+    from unirag.retrieval import ensure_default_index
 
     cut = parse_ks(ks)
     kinds = parse_kinds(retrievers)
@@ -89,12 +89,12 @@ def eval_retrieval(
         subsets["page_unseen_in_training"] = [q for q in qs if not set(q.gold) & seen]
     results, split_results = {}, {name: {"n": len(sub)} for name, sub in subsets.items() if name != "all"}
     for kind in kinds:
-        if kind == "onegen":
-            from unirag.api import RAG
+        from unirag.api import RAG, LoadConfig
 
+        if kind == "onegen":
             retriever = RAG.from_config(onegen_cfg, progress=not as_json).engine.retriever
-        else:
-            retriever = load_retriever(folder, kind)
+        else:  # a search-only pipeline (no generator) over the folder
+            retriever = RAG.from_config(LoadConfig("pipeline", str(folder), None, kind)).engine.retriever
         results[kind] = evaluate_retrieval(retriever, qs, ks=cut)
         for name, sub in subsets.items():
             if name != "all" and sub:
