@@ -36,7 +36,7 @@ class RagEngine:
         import threading
 
         self._write_lock = threading.Lock()
-        self._doc_encoder: Any = None
+        self.document_encoder: Any = None  # embeds added passages; None: the one the index manifest names
 
     # --- the door's verbs ------------------------------------------------------------------
     def search(self, queries: Sequence[str], k: int) -> Any:
@@ -49,7 +49,8 @@ class RagEngine:
 
     def add_documents(self, passages: Any) -> dict[str, Any]:
         """Add (or replace, by id) passages in the index, embedded by the index's own document
-        encoder (the one its manifest names, not the trainable question encoder)."""
+        encoder: :attr:`document_encoder` if set, else the encoder the manifest names (loaded
+        once; never the trainable question encoder)."""
         return self._update(add=passages)
 
     def delete_documents(self, ids: Any) -> dict[str, Any]:
@@ -66,12 +67,11 @@ class RagEngine:
 
                 raise ConfigError("this RAG model has no index folder to update")
             folder = r.path
-            name = r.index.manifest.encoder
-            if self._doc_encoder is None or self._doc_encoder.name != name:
+            if self.document_encoder is None:
                 from unirag.models.encoder import Encoder
 
-                self._doc_encoder = Encoder.from_pretrained(name)
-            res = update_index(folder, self._doc_encoder, add=add, delete=delete)
+                self.document_encoder = Encoder.from_pretrained(r.index.manifest.encoder)
+            res = update_index(folder, self.document_encoder, add=add, delete=delete)
             self.model.swap_index(str(folder))
         return res.to_dict()
 
