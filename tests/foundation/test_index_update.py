@@ -4,7 +4,6 @@ door's ``RAG.add_documents`` / ``delete_documents`` over dense, BM25 and hybrid 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -185,14 +184,27 @@ def test_bm25_only_and_dense_only_folders(tmp_path, encoder, dense, bm25):
     assert sorted(_all_bytes(ix)) == sorted(_all_bytes(full))
 
 
-def test_cli_index_info_verifies_the_updated_folder(tmp_path, encoder):
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "unirag.cli.app", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_index_update_then_info_verify(tmp_path, encoder, tiny_encoder_dir):
     ix = _build(tmp_path / "ix", encoder)
-    update_index(ix, encoder, add=[P2_NEW, NEW], delete=[DELETED])
-    proc = subprocess.run([sys.executable, "-m", "unirag.cli.app", "index", "info", str(ix), "--verify", "--json"],
-                          capture_output=True, text=True, timeout=300)
+    corpus = tmp_path / "add.jsonl"
+    corpus.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in (P2_NEW, NEW)))
+    proc = _cli("index", "update", ix, "--add", corpus, "--delete", DELETED, "--delete", "nope", "--missing-ok",
+                "--encoder", tiny_encoder_dir, "--json")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert (res["added"], res["replaced"], res["deleted"], res["passages"], res["missing"]) == (1, 1, 1, 6, ["nope"])
+    assert [p.id for p in DocStore(IndexFolder(ix).docs_dir)] == [p.id for p in _final()]
+    proc = _cli("index", "info", ix, "--verify", "--json")
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["verified"] is True and info["count"] == 6 and "index.faiss" in info["files"]
+    proc = _cli("index", "update", ix, "--delete", "nope")
+    assert proc.returncode == 2 and "'nope'" in proc.stderr and "nothing was changed" in proc.stderr
 
 
 # --- the door ---------------------------------------------------------------------------------
