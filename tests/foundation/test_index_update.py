@@ -283,3 +283,35 @@ def test_concurrent_reader_sees_whole_versions(tmp_path, encoder, kind):
     assert not errors, errors[:3]
     assert len(set(seen)) >= 2  # the reader saw the index change under it
     assert {p.id for p in DocStore(IndexFolder(ix).docs_dir)} == versions[-1]
+
+
+def test_a_failure_mid_update_leaves_the_old_version(tmp_path, encoder):
+    ix = _build(tmp_path / "ix", encoder)
+    before = _all_bytes(ix)
+
+    class Broken(Counting):
+        def encode(self, texts, **kw):
+            raise RuntimeError("out of memory while embedding")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        update_index(ix, Broken(encoder), add=[NEW], delete=[DELETED])
+    assert _all_bytes(ix) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ix.lock", "ix"]
+
+
+def test_ivf_without_retraining_keeps_the_old_training(tmp_path, encoder):
+    import faiss
+
+    ix = _build(tmp_path / "ix", encoder, factory="IVF2,Flat")
+    def centroids(path):
+        index = Index.load(path)  # keep it alive while its quantizer is read
+        q = faiss.extract_index_ivf(index.faiss_index).quantizer
+        return np.stack([q.reconstruct(i) for i in range(q.ntotal)])
+
+    old = centroids(ix)
+    res = update_index(ix, encoder, add=[NEW], delete=[DELETED], retrain=False)
+    assert res.passages == 6 and np.array_equal(centroids(ix), old)
+    r = load_retriever(ix, "dense")
+    r.index.set_params(nprobe=2)
+    assert r.search([NEW.contents], 1).ids == [["p7"]]
+    assert IndexFolder(ix).verify().factory == "IVF2,Flat"
