@@ -189,7 +189,8 @@ class RAG:
         ``added``, ``replaced``, ``deleted``, ``embedded``, ``kept``, ``passages`` (new total)."""
         from unirag.retrieval.update import as_passage
 
-        batch = [as_passage(p) for p in ([passages] if isinstance(passages, dict) else passages)]
+        single = isinstance(passages, dict) or hasattr(passages, "contents")  # one Passage or dict
+        batch = [as_passage(p) for p in ([passages] if single else passages)]
         return self._updatable().add_documents(batch)
 
     def delete_documents(self, ids: str | Iterable[str]) -> dict[str, Any]:
