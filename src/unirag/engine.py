@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from unirag.corpus.passage import Passage
@@ -42,6 +42,24 @@ class Engine(Protocol):
 
     def info(self) -> dict[str, Any]:
         """What the engine is made of: models, index folder, passage count."""
+        ...
+
+
+@runtime_checkable
+class UpdatableEngine(Engine, Protocol):
+    """An engine over an index folder that can change it live (the optional verbs; every engine
+    but closed-book has them, and :class:`unirag.RAG` checks with ``isinstance``). Each verb writes
+    the next version of the folder (:func:`unirag.retrieval.update.update_index`), then re-opens
+    it and installs it by one assignment, so a search sees the old version or the new one, never
+    part of a batch; writers are serialised by a lock."""
+
+    def add_documents(self, passages: Iterable[Any]) -> dict[str, Any]:
+        """Add passages (``Passage`` or dicts with ``id``, ``text``); an existing id is replaced.
+        Returns the counts: ``added``, ``replaced``, ``deleted``, ``embedded``, ``passages``."""
+        ...
+
+    def delete_documents(self, ids: Iterable[str]) -> dict[str, Any]:
+        """Remove passages by id; unknown ids raise and change nothing."""
         ...
 
 

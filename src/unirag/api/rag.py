@@ -13,13 +13,13 @@ Every engine takes the same :class:`~unirag.sampling_params.SamplingParams` and 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from unirag.config.base import ConfigBase, ConfigError
-from unirag.engine import Engine, hits, make_sources
+from unirag.engine import Engine, UpdatableEngine, hits, make_sources
 from unirag.outputs import Answer, Event, Finished, Source
 from unirag.sampling_params import SamplingParams
 
@@ -91,8 +91,8 @@ class LoadConfig(ConfigBase):
 
 class RAG:
     """One engine behind one set of verbs: ``ask``, ``ask_batch``, ``stream``, ``search``,
-    ``swap_index``, ``info``. Build with :meth:`load`; ``params`` are the default
-    :class:`SamplingParams` of calls that pass none."""
+    ``swap_index``, ``add_documents``, ``delete_documents``, ``info``. Build with :meth:`load`;
+    ``params`` are the default :class:`SamplingParams` of calls that pass none."""
 
     def __init__(self, engine: Engine, params: SamplingParams | None = None, config: LoadConfig | None = None):
         self.engine = engine
@@ -180,6 +180,29 @@ class RAG:
 
         IndexFolder(folder).read_manifest()
         self.engine.swap_index(str(folder))
+
+    def add_documents(self, passages: Iterable[Any]) -> dict[str, Any]:
+        """Add passages to the engine's index folder (``Passage`` objects or dicts with ``id`` and
+        ``text``, optional ``title``, other keys kept as metadata); a passage whose id the index
+        holds replaces it. Only new and changed passages are embedded. The next search sees the
+        whole batch; a search under way finishes on the old version. Returns the counts:
+        ``added``, ``replaced``, ``deleted``, ``embedded``, ``kept``, ``passages`` (new total)."""
+        from unirag.retrieval.update import as_passage
+
+        single = isinstance(passages, dict) or hasattr(passages, "contents")  # one Passage or dict
+        batch = [as_passage(p) for p in ([passages] if single else passages)]
+        return self._updatable().add_documents(batch)
+
+    def delete_documents(self, ids: str | Iterable[str]) -> dict[str, Any]:
+        """Remove passages by id from the engine's index folder; their text is in no file of the
+        new version. An unknown id raises ``UnknownPassageError`` and nothing changes."""
+        batch = [ids] if isinstance(ids, str) else [str(i) for i in ids]
+        return self._updatable().delete_documents(batch)
+
+    def _updatable(self) -> UpdatableEngine:
+        if not isinstance(self.engine, UpdatableEngine):
+            raise ConfigError(f"engine {self.engine.name!r} has no index to update")
+        return self.engine
 
     def info(self) -> dict[str, Any]:
         """The engine's parts: models, index folder, passage count."""

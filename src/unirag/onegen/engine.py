@@ -25,9 +25,12 @@ class OneGenEngine:
     name = "onegen"
 
     def __init__(self, model: Any, retriever: Any, model_dir: str | Path | None = None):
+        import threading
+
         self.model = model
         self.retriever = retriever
         self.model_dir = model_dir
+        self._write_lock = threading.Lock()
 
     # --- the door's verbs ------------------------------------------------------------------
     def search(self, queries: Sequence[str], k: int) -> Any:
@@ -40,6 +43,28 @@ class OneGenEngine:
 
         name = self.retriever.index.manifest.encoder if self.retriever is not None else None
         self.retriever = open_onegen_index(folder, self.model, model_name=name)
+
+    def add_documents(self, passages: Any) -> dict[str, Any]:
+        """Add (or replace, by id) passages in the model's index, embedded by the model itself
+        (its ``OneGenEncoder``); retrieval uses the new version from now on."""
+        return self._update(add=passages)
+
+    def delete_documents(self, ids: Any) -> dict[str, Any]:
+        """Remove passages by id from the model's index (unknown ids: an error, nothing changed)."""
+        return self._update(delete=ids)
+
+    def _update(self, add: Any = (), delete: Any = ()) -> dict[str, Any]:
+        from unirag.retrieval.update import update_index
+
+        with self._write_lock:
+            if self.retriever is None or self.retriever.path is None:
+                from unirag.config.base import ConfigError
+
+                raise ConfigError("this OneGen engine has no index folder to update")
+            folder = self.retriever.path
+            res = update_index(folder, self.retriever.encoder, add=add, delete=delete, batch_size=16)
+            self.swap_index(str(folder))
+        return res.to_dict()
 
     def info(self) -> dict[str, Any]:
         """Model folder, index folder and size."""

@@ -32,10 +32,13 @@ class PipelineEngine:
     name = "pipeline"
 
     def __init__(self, retriever: Any, generator: Any, config: PipelineConfig | None = None, kind: str = "dense"):
+        import threading
+
         self.retriever = retriever
         self.generator = generator
         self.config = config or PipelineConfig()
         self.kind = kind
+        self._write_lock = threading.Lock()
 
     # --- the door's verbs ------------------------------------------------------------------
     def search(self, queries: Sequence[str], k: int) -> Any:
@@ -48,10 +51,35 @@ class PipelineEngine:
         assignment, so a search sees the old index or the new one, never a mix."""
         from unirag.retrieval.loader import load_retriever
 
-        old = self.retriever
-        dense = old if hasattr(old, "encoder") else next((r for r in getattr(old, "retrievers", [])
-                                                          if hasattr(r, "encoder")), None)
-        self.retriever = load_retriever(folder, self.kind, encoder=dense.encoder if dense is not None else None)
+        self.retriever = load_retriever(folder, self.kind, encoder=self._dense_encoder())
+
+    def add_documents(self, passages: Any) -> dict[str, Any]:
+        """Add passages (a passage whose id the index holds replaces it) to the index folder and
+        search the new version from now on; returns the counts (see :func:`unirag.retrieval.update.update_index`)."""
+        return self._update(add=passages)
+
+    def delete_documents(self, ids: Any) -> dict[str, Any]:
+        """Remove passages by id from the index folder (unknown ids: an error, nothing changed)."""
+        return self._update(delete=ids)
+
+    def _update(self, add: Any = (), delete: Any = ()) -> dict[str, Any]:
+        from unirag.retrieval.update import update_index
+
+        with self._write_lock:  # one writer at a time; readers go on with the old retriever
+            if self.retriever is None or getattr(self.retriever, "path", None) is None:
+                from unirag.config.base import ConfigError
+
+                raise ConfigError(f"engine {self.name!r} has no index folder to update")
+            folder = self.retriever.path
+            res = update_index(folder, self._dense_encoder(), add=add, delete=delete)
+            self.swap_index(str(folder))  # opened and verified, then installed by one assignment
+        return res.to_dict()
+
+    def _dense_encoder(self) -> Any:
+        r = self.retriever
+        dense = r if hasattr(r, "encoder") else next((x for x in getattr(r, "retrievers", [])
+                                                      if hasattr(x, "encoder")), None)
+        return dense.encoder if dense is not None else None
 
     def info(self) -> dict[str, Any]:
         """Generator, retriever kind, index folder and size."""

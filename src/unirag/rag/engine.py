@@ -33,6 +33,10 @@ class RagEngine:
         self.decoding = decoding
         self.num_beams = num_beams
         self.name = f"rag-{self.variant}"
+        import threading
+
+        self._write_lock = threading.Lock()
+        self.document_encoder: Any = None  # embeds added passages; None: the one the index manifest names
 
     # --- the door's verbs ------------------------------------------------------------------
     def search(self, queries: Sequence[str], k: int) -> Any:
@@ -42,6 +46,34 @@ class RagEngine:
     def swap_index(self, folder: str) -> None:
         """Hot-swap the index (same document encoder; no reload, no retraining)."""
         self.model.swap_index(folder)
+
+    def add_documents(self, passages: Any) -> dict[str, Any]:
+        """Add (or replace, by id) passages in the index, embedded by the index's own document
+        encoder: :attr:`document_encoder` if set, else the encoder the manifest names (loaded
+        once; never the trainable question encoder)."""
+        return self._update(add=passages)
+
+    def delete_documents(self, ids: Any) -> dict[str, Any]:
+        """Remove passages by id from the index (unknown ids: an error, nothing changed)."""
+        return self._update(delete=ids)
+
+    def _update(self, add: Any = (), delete: Any = ()) -> dict[str, Any]:
+        from unirag.retrieval.update import update_index
+
+        with self._write_lock:
+            r = self.model.retriever
+            if r is None or r.path is None:
+                from unirag.config.base import ConfigError
+
+                raise ConfigError("this RAG model has no index folder to update")
+            folder = r.path
+            if self.document_encoder is None:
+                from unirag.models.encoder import Encoder
+
+                self.document_encoder = Encoder.from_pretrained(r.index.manifest.encoder)
+            res = update_index(folder, self.document_encoder, add=add, delete=delete)
+            self.model.swap_index(str(folder))
+        return res.to_dict()
 
     def info(self) -> dict[str, Any]:
         """Variant, decoding, parts and index."""

@@ -6,6 +6,7 @@ from unirag.retrieval.bm25 import BM25Retriever
 from unirag.retrieval.dense import DenseRetriever
 from unirag.retrieval.hybrid import HybridRetriever, reciprocal_rank_fusion
 from unirag.retrieval.loader import RETRIEVER_KINDS, check_retriever_kind, load_retriever
+from unirag.retrieval.update import UnknownPassageError, UpdateResult, update_index
 
 __all__ = [
     "BM25Retriever",
@@ -14,10 +15,13 @@ __all__ = [
     "HybridRetriever",
     "Retriever",
     "SearchResult",
+    "UnknownPassageError",
+    "UpdateResult",
     "build_index",
     "check_retriever_kind",
     "default_index_dir",
     "ensure_default_index",
     "load_retriever",
     "reciprocal_rank_fusion",
+    "update_index",
 ]

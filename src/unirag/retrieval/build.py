@@ -39,6 +39,12 @@ def _faiss_threads(factory: str, deterministic: bool):
     return ctx()
 
 
+def encoder_info(encoder) -> dict:
+    """What a manifest records about an embedding function (its ``info()``, else its settings)."""
+    return (encoder.info() if hasattr(encoder, "info") else
+            {"pooling": encoder.pooling, "normalize": encoder.normalize, "max_length": encoder.max_length})
+
+
 def build_index(
     passages: Iterable[Passage],
     out: str | os.PathLike,
@@ -80,9 +86,7 @@ def build_index(
             index = Index(encoder.dim, factory, "ip")
             m = index.manifest
             m.encoder = encoder.name
-            m.encoder_info = (encoder.info() if hasattr(encoder, "info") else
-                              {"pooling": encoder.pooling, "normalize": encoder.normalize,
-                               "max_length": encoder.max_length})
+            m.encoder_info = encoder_info(encoder)
             bar = None
             if progress:
                 from tqdm.auto import tqdm
@@ -98,17 +102,24 @@ def build_index(
         else:
             index = None
             m = Manifest(dim=0, factory="", metric="", count=len(store))
-        m.corpus_sha256, m.corpus_count, m.extra = store.checksum, len(store), extra
-        store.close()
-        if index is not None:
-            index.write_into(tmp)
-        else:
-            from unirag.config.fs import sha256_file
-
-            m.files = {p.relative_to(tmp).as_posix(): sha256_file(p)
-                       for p in sorted(tmp.rglob("*")) if p.is_file()}
-            m.save(layout.manifest_file)
+        finish_folder(tmp, store, index, m, extra)
     return out
+
+
+def finish_folder(tmp: Path, store: DocStore, index: Index | None, manifest: Manifest, extra: dict) -> None:
+    """Record the corpus in ``manifest``, close ``store`` and write ``index.faiss`` (when dense) and
+    ``manifest.json`` with the checksum of every file of the folder being written (``tmp``)."""
+    manifest.corpus_sha256, manifest.corpus_count, manifest.extra = store.checksum, len(store), extra
+    store.close()
+    if index is not None:
+        index.write_into(tmp)
+    else:
+        from unirag.config.fs import sha256_file
+
+        manifest.count = manifest.corpus_count
+        manifest.files = {p.relative_to(tmp).as_posix(): sha256_file(p)
+                          for p in sorted(tmp.rglob("*")) if p.is_file()}
+        manifest.save(IndexFolder(tmp).manifest_file)
 
 
 def default_index_dir(encoder: str = DEFAULT_ENCODER, factory: str = "Flat") -> Path:
