@@ -296,6 +296,16 @@ def test_markers_become_chips_and_retrievals_are_drawn_inline(page, server, tmp_
     marks[0].click()
     assert page.inner_text("#passage-title") == "Mona Lisa"
 
+    # a phone-sized window: the panel becomes a sheet over the page, Escape closes it
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.is_visible("#passage") and page.is_visible("#scrim")
+    _shot(page, tmp_path, "5-narrow-passage")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#passage", state="hidden")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page scrolls sideways at 390 px ({width} px wide)"
+    _shot(page, tmp_path, "6-narrow")
+
 
 def test_search_tab_lists_the_hits(page, server, tmp_path):
     import httpx
@@ -369,3 +379,58 @@ def test_api_key_is_asked_for_and_kept(browser, rag):
             assert page.is_hidden("#error") and _answer_text(page).strip()
         finally:
             ctx.close()
+
+
+@pytest.fixture(scope="module")
+def onegen_server(tmp_path_factory, tiny_llama_dir, rag):
+    """Both engines: the pipeline and a real OneGen engine (a tiny model that retrieves first)."""
+    import unirag
+    from tests.onegen_engine.conftest import _eager_dir, passages
+    from unirag.onegen.docindex import build_onegen_index, model_name
+    from unirag.onegen.model import OneGenModel
+    from unirag.serve import create_app
+    from unirag.serve.config import ServeConfig
+
+    model_dir = _eager_dir(tmp_path_factory, tiny_llama_dir, "query")
+    index = build_onegen_index(passages(), tmp_path_factory.mktemp("web-og") / "index",
+                               OneGenModel.from_pretrained(model_dir), name=model_name(model_dir), progress=False)
+    onegen = unirag.RAG.load(index, engine="onegen", model=model_dir, progress=False)
+    with _Server(create_app({"pipeline": rag, "onegen": onegen}, ServeConfig())) as srv:
+        yield srv
+
+
+def test_onegen_retrievals_are_marked_where_they_happened(page, onegen_server, tmp_path):
+    import httpx
+
+    page.goto(onegen_server.url + "/")
+    page.wait_for_selector("#ready[data-state='ready']")
+    page.wait_for_selector("#engine option[value='unirag-onegen']", state="attached")
+    assert page.eval_on_selector_all("#engine option", "os => os.map(o => o.value)") == [MODEL, "unirag-onegen"]
+    page.select_option("#engine", "unirag-onegen")
+    page.fill("#max-tokens", "12")
+    page.fill("#question", "Where is the Eiffel Tower?")
+    page.press("#question", "Enter")
+    page.wait_for_selector("#answer-card[data-state='done']")
+    assert page.is_hidden("#error"), page.inner_text("#error")
+
+    body = {"model": "unirag-onegen", "messages": [{"role": "user", "content": "Where is the Eiffel Tower?"}],
+            "max_tokens": 12}
+    full = httpx.post(onegen_server.url + "/v1/chat/completions", json=body, timeout=60).json()
+    trace = full["unirag"]["trace"]
+    assert trace and all(t["step"] is not None for t in trace)
+    assert _answer_text(page) == full["choices"][0]["message"]["content"]
+    marks = page.query_selector_all("#answer .trace-mark")
+    assert [m.get_attribute("data-step") for m in marks] == [str(t["step"]) for t in trace]
+    for m, t in zip(marks, trace):
+        assert f"{t['scores'][0]:.3f}" in m.get_attribute("title")
+    assert page.eval_on_selector_all("#sources .tag.step", "ts => ts.map(t => t.textContent)") == \
+        [f"step {c['step']}" for c in full["citations"]]
+    assert localStorage_engine(page) == "unirag-onegen"
+    _shot(page, tmp_path, "7-onegen-real")
+    marks[0].click()
+    page.wait_for_selector("#passage", state="visible")
+    assert page.inner_text("#passage-title") == full["citations"][0]["title"]
+
+
+def localStorage_engine(page) -> str:
+    return page.evaluate("localStorage.getItem('unirag.engine')")

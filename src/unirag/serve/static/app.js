@@ -25,6 +25,7 @@
     searchBtn: $("search-btn"), searchSummary: $("search-summary"), hits: $("hits"),
     passage: $("passage"), passageNumber: $("passage-number"), passageTitle: $("passage-title"),
     passageMeta: $("passage-meta"), passageText: $("passage-text"), passageClose: $("passage-close"),
+    passageNote: $("passage-note"),
     scrim: $("scrim"),
   };
 
@@ -234,6 +235,7 @@
     el.passageMeta.replaceChildren(...meta.filter(([, v]) => v !== undefined && v !== null && v !== "")
       .flatMap(([k, v]) => [h("dt", { text: k }), h("dd", { text: String(v) })]));
     el.passageText.replaceChildren(...highlight(p.text || p.snippet || "", p.highlights || []));
+    el.passageNote.hidden = !(!p.text && p.snippet && p.snippet.endsWith("…"));
     el.passage.hidden = false;
     el.layout.classList.add("with-panel");
     el.scrim.hidden = false;
@@ -449,7 +451,8 @@
     const now = run.ended || performance.now();
     const parts = [];
     if (run.engine) parts.push(h("span", { class: "pill", text: run.engine }));
-    const secs = ((now - run.started) / 1000).toFixed(1);
+    const elapsed = (now - run.started) / 1000;
+    const secs = elapsed.toFixed(elapsed < 10 ? 2 : 1);
     let txt = `${secs} s`;
     if (run.firstToken) txt += ` · first token ${((run.firstToken - run.started) / 1000).toFixed(2)} s`;
     if (run.usage) txt += ` · ${fmtInt(run.usage.completion_tokens)} tokens`;
