@@ -330,6 +330,8 @@ def test_search_tab_lists_the_hits(page, server, tmp_path):
     page.wait_for_selector("#passage", state="visible")
     assert page.inner_text("#passage-title") == want[2]["title"]
     assert page.inner_text("#passage-text") == want[2]["text"]
+    page.emulate_media(color_scheme="dark")  # the page follows the system's dark mode
+    _shot(page, tmp_path, "8-search-dark")
 
 
 def test_server_errors_are_shown_and_stop_aborts(page, server):
