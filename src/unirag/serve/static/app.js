@@ -565,6 +565,10 @@
     ev.preventDefault();
     const q = el.question.value.trim();
     if (!q) { el.question.focus(); return; }
+    if (!el.engine.value) {
+      showError(new Error("No engine to ask yet: the server is still starting (see the indicator at the top right)."));
+      return;
+    }
     ask(q);
   });
   el.question.addEventListener("keydown", (ev) => {
