@@ -39,9 +39,10 @@ def _shot(page, tmp_path: Path, name: str) -> Path:
 class _Server:
     """uvicorn in a background thread on a socket bound to a free loopback port."""
 
-    def __init__(self, app):
+    def __init__(self, app, wait_ready: bool = True):
         import uvicorn
 
+        self.wait_ready = wait_ready
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -56,7 +57,8 @@ class _Server:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
+                status = httpx.get(self.url + "/ready", timeout=2).status_code
+                if status == 200 or (status == 503 and not self.wait_ready):
                     return self
             except httpx.HTTPError:
                 pass
@@ -436,3 +438,24 @@ def test_onegen_retrievals_are_marked_where_they_happened(page, onegen_server, t
 
 def localStorage_engine(page) -> str:
     return page.evaluate("localStorage.getItem('unirag.engine')")
+
+
+def test_the_ready_indicator_follows_loading(page, rag, index_dir):
+    from unirag.serve import create_app
+    from unirag.serve.config import ServeConfig
+
+    release = threading.Event()
+
+    def loader():
+        release.wait(60)
+        return {"pipeline": rag}
+
+    with _Server(create_app(loader, ServeConfig(engines=["pipeline"])), wait_ready=False) as srv:
+        page.goto(srv.url + "/")
+        page.wait_for_selector("#ready[data-state='loading']")
+        assert page.inner_text("#ready-text") == "Loading models…"
+        release.set()
+        page.wait_for_selector("#ready[data-state='ready']", timeout=15_000)
+        page.wait_for_function("document.getElementById('index-size').textContent === '6 passages'")
+        assert page.inner_text("#index-name") == Path(index_dir).name
+    release.set()
