@@ -336,13 +336,15 @@ def test_search_tab_lists_the_hits(page, server, tmp_path):
     _shot(page, tmp_path, "8-search-dark")
 
 
-def test_server_errors_are_shown_and_stop_aborts(page, server):
+def test_server_errors_are_shown_and_stop_aborts(page, server, tmp_path):
     _open(page, server)
     page.fill("#max-tokens", "5000")  # over the server's limit
     page.fill("#question", QUESTION)
     page.click("#ask-btn")
     page.wait_for_selector("#error", state="visible")
     assert "max_tokens = 5000 is over this server's limit" in page.inner_text("#error-text")
+    assert page.is_hidden("#answer-card")  # nothing was answered
+    _shot(page, tmp_path, "9-error")
     page.click("#error-close")
     assert page.is_hidden("#error")
 

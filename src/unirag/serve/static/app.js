@@ -549,6 +549,8 @@
         my.ended = performance.now();
         delete el.answer.dataset.placeholder;
         if (!my.raw && !my.stopped && el.error.hidden) el.answer.dataset.placeholder = "(empty answer)";
+        // refused before anything came: the error banner says it all
+        if (!el.error.hidden && !my.raw && my.sources.size === 0) el.answerCard.hidden = true;
         rerenderAll();
         renderSources();
         setBusy(false);
