@@ -175,3 +175,25 @@ def test_cors_is_off_unless_asked(rag):
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://page.example"
         r = httpx.get(url + "/info", headers={"Origin": "http://other.example", "Authorization": f"Bearer {KEY}"})
         assert "access-control-allow-origin" not in r.headers
+
+
+def test_a_crash_is_a_json_500_without_a_trace(index_a):
+    class Broken:
+        params = unirag.SamplingParams()
+
+        def info(self):
+            return {"engine": "pipeline", "index": str(index_a), "passages": 6}
+
+        def search(self, query, k):
+            raise RuntimeError("secret internal detail")
+
+        def stream_batch(self, questions, params, cancelled=None):
+            raise RuntimeError("secret internal detail")
+            yield
+
+    with live(create_app({"pipeline": Broken()}, ServeConfig())) as url:
+        r = httpx.post(url + "/search", json={"query": "x"})
+        assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
+        assert "secret" not in r.text and "Traceback" not in r.text
+        r = httpx.post(url + "/v1/chat/completions", json={"model": "unirag-pipeline", "messages": MSG})
+        assert r.status_code == 500 and r.json()["error"]["code"] == "generation_failed" and "secret" not in r.text
