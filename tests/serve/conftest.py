@@ -53,7 +53,8 @@ def wait_ready(url: str, timeout: float = 30.0) -> None:
 
 
 class Slow:
-    """A RAG whose events come ``delay`` seconds apart (a slow model, for queue and cancel tests)."""
+    """A RAG whose decoding steps take ``delay`` seconds more (a slow model, for queue and cancel
+    tests): the pause is taken where the decoding loop asks whether a row is cancelled."""
 
     def __init__(self, rag: Any, delay: float):
         self.rag, self.delay = rag, delay
@@ -62,9 +63,11 @@ class Slow:
         return getattr(self.rag, name)
 
     def stream_batch(self, questions, params, cancelled=None):
-        for item in self.rag.stream_batch(questions, params, cancelled):
+        def slow(i: int) -> bool:
             time.sleep(self.delay)
-            yield item
+            return cancelled(i) if cancelled is not None else False
+
+        return self.rag.stream_batch(questions, params, slow)
 
 
 def make_index(path, encoder, prefix: str):

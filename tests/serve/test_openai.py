@@ -39,11 +39,13 @@ def test_models_and_info(server, client):
 
 
 def test_completion_matches_the_door_and_cites_the_index(client, rag, index_a):
-    r = client.chat.completions.create(model="unirag-pipeline", max_tokens=8,
+    # the tiny random model's greedy text is empty: seeded sampling gives text, and is repeatable
+    r = client.chat.completions.create(model="unirag-pipeline", max_tokens=8, temperature=1.0, seed=5,
                                        messages=[{"role": "system", "content": "be brief"},
                                                  {"role": "user", "content": Q}])
-    direct = rag.ask(Q, unirag.SamplingParams(max_new_tokens=8))
-    assert r.choices[0].message.content == direct.text and r.choices[0].finish_reason == direct.finish_reason
+    direct = rag.ask(Q, unirag.SamplingParams(max_new_tokens=8, temperature=1.0, seed=5))
+    assert r.choices[0].message.content == direct.text and direct.text
+    assert r.choices[0].finish_reason == direct.finish_reason == "length"
     assert r.usage.completion_tokens == direct.usage.completion_tokens == 8
     cites = r.model_extra["citations"]
     assert [c["id"] for c in cites] == direct.source_ids and [c["number"] for c in cites] == [1, 2]
@@ -53,12 +55,13 @@ def test_completion_matches_the_door_and_cites_the_index(client, rag, index_a):
         assert c["meta"]["topic"] and isinstance(c["score"], float)
 
 
-def test_stream_concatenates_to_the_completion(server, client):
-    kw = dict(model="unirag-pipeline", max_tokens=12, messages=[{"role": "user", "content": Q}])
+@pytest.mark.parametrize("sampling", [{}, {"temperature": 1.0, "seed": 3}])
+def test_stream_concatenates_to_the_completion(server, client, sampling):
+    kw = dict(model="unirag-pipeline", max_tokens=12, messages=[{"role": "user", "content": Q}], **sampling)
     full = client.chat.completions.create(**kw)
     chunks = list(client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == full.choices[0].message.content
+    assert text == full.choices[0].message.content and (text or not sampling)
     retrievals = [c.model_extra["unirag"] for c in chunks if (c.model_extra or {}).get("unirag")]
     assert retrievals[0]["type"] == "retrieval" and retrievals[0]["step"] is None
     assert [s["id"] for s in retrievals[0]["sources"]] == [c["id"] for c in full.model_extra["citations"]]
@@ -75,10 +78,11 @@ def test_stream_concatenates_to_the_completion(server, client):
 
 
 def test_closed_book_and_params(client, closed_book):
-    r = client.chat.completions.create(model="unirag-closed-book", max_completion_tokens=5,
-                                       messages=[{"role": "user", "content": Q}])
+    r = client.chat.completions.create(model="unirag-closed-book", max_completion_tokens=5, temperature=0.7,
+                                       top_p=0.9, seed=2, stop=["zzz"], messages=[{"role": "user", "content": Q}])
     assert r.model_extra["citations"] == [] and r.usage.completion_tokens <= 5
-    assert r.choices[0].message.content == closed_book.ask(Q, unirag.SamplingParams(max_new_tokens=5)).text
+    p = unirag.SamplingParams(max_new_tokens=5, temperature=0.7, top_p=0.9, seed=2, stop=["zzz"])
+    assert r.choices[0].message.content == closed_book.ask(Q, p).text
 
 
 def test_concurrent_requests_keep_their_own_params(client, rag):

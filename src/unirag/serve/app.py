@@ -147,10 +147,16 @@ class State:
         return job
 
     async def next_event(self, name: str, job: Job, request: Request) -> Any:
-        """The job's next event; cancels it (and raises) on timeout or when the client is gone."""
+        """The job's next event; cancels it (and raises) on timeout, raises :class:`ClientGone` when
+        the client has left (checked at least every 0.25 s, events arriving or not)."""
         deadline = job.submitted + self.config.request_timeout_s
         while True:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            if now - job.checked >= 0.25:
+                job.checked = now
+                if await request.is_disconnected():
+                    raise ClientGone()
+            remaining = deadline - now
             if remaining <= 0:
                 job.cancel()
                 self.metrics.cancelled.labels(name, "timeout").inc()
@@ -159,8 +165,7 @@ class State:
             try:
                 return await asyncio.wait_for(job.events.get(), min(0.25, remaining))
             except asyncio.TimeoutError:
-                if await request.is_disconnected():
-                    raise ClientGone() from None
+                continue
 
     async def answer(self, name: str, job: Job, request: Request) -> Answer:
         """Wait for the job's answer (non-streamed requests)."""
@@ -448,8 +453,6 @@ async def _stream(state: State, name: str, job: Job, request: Request, model: st
             elif isinstance(ev, Failed):
                 yield sse(error_body(500, ev.message, "generation_failed"))
                 break
-            if await request.is_disconnected():
-                return
         yield "data: [DONE]\n\n"
     finally:
         state.release(name, job)

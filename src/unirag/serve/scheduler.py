@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from unirag.outputs import Finished, TextDelta
+from unirag.outputs import Finished
 from unirag.sampling_params import SamplingParams
 
 log = logging.getLogger("unirag.serve")
@@ -46,6 +46,7 @@ class Job:
     finished: bool = False
     submitted: float = field(default_factory=time.monotonic)
     tokens_counted: int = 0
+    checked: float = field(default_factory=time.monotonic)  # when the client was last seen connected
 
     def cancel(self) -> None:
         """Stop generating for this request at the next decoding step (or skip it if still queued)."""
@@ -152,18 +153,21 @@ class Scheduler:
                 self.running = 0
 
     def _run(self, jobs: list[Job]) -> None:
-        stream = self.rag.stream_batch([j.question for j in jobs], [j.params for j in jobs],
-                                       lambda i: jobs[i].cancelled)
-        for i, ev in stream:
+        def cancelled(i: int) -> bool:
+            # asked after every decoding step of a live row: count the step's token now, so that
+            # the token counter rises while a request decodes (and stops when it is cancelled)
             job = jobs[i]
+            job.tokens_counted += 1
             if self.metrics is not None:
-                if isinstance(ev, TextDelta):
-                    job.tokens_counted += 1
-                    self.metrics.tokens(self.name, 1)
-                elif isinstance(ev, Finished):  # the exact count: deltas can merge tokens
-                    self.metrics.tokens(self.name, max(0, ev.answer.usage.completion_tokens - job.tokens_counted))
+                self.metrics.tokens(self.name, 1)
+            return job.cancelled
+
+        for i, ev in self.rag.stream_batch([j.question for j in jobs], [j.params for j in jobs], cancelled):
+            job = jobs[i]
             if isinstance(ev, Finished):
                 job.finished = True
+                if self.metrics is not None:  # the exact count (engines that do not ask every step)
+                    self.metrics.tokens(self.name, max(0, ev.answer.usage.completion_tokens - job.tokens_counted))
             job.emit(ev)
         for j in jobs:
             if not j.finished:
