@@ -253,6 +253,7 @@ def test_markers_become_chips_and_retrievals_are_drawn_inline(page, server, tmp_
         return {**head, "choices": choices, **extra}
 
     s1, s2 = _src(1, "p1", 0.8123, 3), _src(2, "p2", 0.6071, 9)
+    s1["snippet"] = "The Mona Lisa is a portrait…"  # as the server cuts a long passage
     pieces = ["The Mona Lisa was painted", " by Leonardo [1].", " The Eiffel Tower", " stands in Paris [2]."]
     stream = _sse(
         c({"role": "assistant", "content": ""}),
@@ -295,8 +296,10 @@ def test_markers_become_chips_and_retrievals_are_drawn_inline(page, server, tmp_
     assert page.inner_text("#passage-title") == "Eiffel Tower"
     assert page.inner_text("#passage-text") == _passages()["p2"]["text"]
     assert "generation step 9" in page.inner_text("#passage-meta")
+    assert page.is_hidden("#passage-note")
     marks[0].click()
     assert page.inner_text("#passage-title") == "Mona Lisa"
+    assert page.inner_text("#passage-text") == s1["snippet"] and page.is_visible("#passage-note")
 
     # a phone-sized window: the panel becomes a sheet over the page, Escape closes it
     page.set_viewport_size({"width": 390, "height": 844})
