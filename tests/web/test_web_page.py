@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = os.environ.get("UNIRAG_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = (shutil.which(os.environ.get("UNIRAG_CHROMIUM", "")) or shutil.which("chromium")
+            or shutil.which("chromium-browser"))
 pytestmark = pytest.mark.skipif(not CHROMIUM, reason="no chromium binary (apt-get install chromium); "
                                                      "the page test drives the system browser only")
 
