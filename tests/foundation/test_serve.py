@@ -1,7 +1,8 @@
+import time
+
 import pytest
 
 import unirag
-from unirag.corpus import read_corpus
 from unirag.retrieval import build_index, load_retriever
 
 
@@ -16,12 +17,19 @@ def served(tmp_path_factory, tiny_encoder_dir, tiny_llama_dir):
     docs = [Passage(p["id"], p["text"], p["title"]) for p in PASSAGES]
     ix = build_index(docs, tmp_path_factory.mktemp("serve") / "ix", encoder=str(tiny_encoder_dir), progress=False)
     rag = unirag.RAG.load(ix, engine="pipeline", generator=str(tiny_llama_dir), progress=False)
-    return TestClient(create_app(rag)), rag, ix
+    with TestClient(create_app(rag)) as client:  # the lifespan loads the engines in the background
+        t0 = time.monotonic()
+        while client.get("/ready").status_code != 200:
+            assert time.monotonic() - t0 < 30
+            time.sleep(0.02)
+        yield client, rag, ix
 
 
 def test_search_and_ask(served):
     client, rag, ix = served
-    assert client.get("/health").json() == {"status": "ok", "engine": "pipeline", "passages": 6}
+    assert client.get("/health").json() == {"status": "ok"}
+    info = client.get("/info").json()
+    assert info["engines"][0]["name"] == "pipeline" and info["passages"] == 6 and info["index"] == str(ix)
     r = client.post("/search", json={"query": "Leonardo da Vinci", "k": 2}).json()
     expect = load_retriever(ix, "dense").search(["Leonardo da Vinci"], 2)
     assert [h["id"] for h in r["hits"]] == expect.ids[0] and [h["number"] for h in r["hits"]] == [1, 2]
@@ -36,5 +44,6 @@ def test_bad_requests(served):
     client = served[0]
     assert client.post("/search", json={"query": "", "k": 2}).status_code == 422
     r = client.post("/search", json={"query": "x", "k": 0})
-    assert r.status_code == 422 and "k" in str(r.json()["detail"])
-    assert client.post("/ask", json={"question": "x", "max_new_tokens": 5000}).status_code == 422
+    assert r.status_code == 422 and r.json()["error"]["param"] == "k"
+    r = client.post("/ask", json={"question": "x", "max_new_tokens": 5000})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "max_new_tokens"

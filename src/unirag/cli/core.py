@@ -204,22 +204,74 @@ def ask(
     print_sources(answer)
 
 
+def _per_engine(values: list[str], option: str, engines: list[str], per: dict[str, dict[str, str]],
+                key: str) -> Optional[str]:
+    """``PATH`` (every engine) or ``ENGINE=PATH`` (one engine) values of a repeatable option."""
+    from unirag.api.rag import ALIASES, ENGINES, engine_name
+
+    default = None
+    for v in values:
+        head, sep, tail = v.partition("=")
+        if sep and (head in ENGINES or head in ALIASES):
+            if engine_name(head) not in engines:
+                raise usage_error(option, f"{head!r} is not served (--engine {','.join(engines)})")
+            per.setdefault(engine_name(head), {})[key] = tail
+        else:
+            default = v
+    return default
+
+
 @app.command("serve")
 def serve(
-    engine: str = EngineOpt,
-    index: Optional[Path] = typer.Option(None, "--index", "-i", help="Index folder (default: the built-in one)."),
+    engine: str = typer.Option("pipeline", "--engine", "-e", help="Engines to serve, comma-separated: pipeline, "
+                               "closed-book, rag-token, rag-sequence, onegen. Each is the OpenAI model "
+                               "'unirag-<engine>'."),
+    index: Optional[list[str]] = typer.Option(None, "--index", "-i", help="Index folder of the pipeline and RAG "
+                                              "engines (default: the built-in one); ENGINE=FOLDER for one engine "
+                                              "(e.g. onegen=FOLDER: OneGen reads its model's own index otherwise)."),
     retriever: str = RetrieverOpt,
     generator: str = typer.Option("smollm2-135m-instruct", help="Generator of the pipeline and RAG engines."),
-    model: Optional[str] = typer.Option(None, "--model", help="A trained RAG or OneGen model folder."),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
-    port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
+    model: Optional[list[str]] = typer.Option(None, "--model", help="A trained RAG or OneGen model folder; "
+                                              "ENGINE=FOLDER for one engine."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on. Loopback by default; any other address "
+                             "needs --api-key."),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="UNIRAG_API_KEY", show_envvar=True,
+                                          help="Require 'Authorization: Bearer KEY' on every request but /health "
+                                          "and /ready (prefer the environment variable: a command line is "
+                                          "visible to other users)."),
+    max_batch: int = typer.Option(8, min=1, help="Requests of one engine decoded together."),
+    max_queue: int = typer.Option(32, min=1, help="Requests that may wait per engine; more get 429."),
+    batch_wait_ms: float = typer.Option(10.0, min=0.0, help="How long an idle worker waits for a batch to fill."),
+    max_body_bytes: int = typer.Option(1_000_000, min=1, help="Largest request body (413 above)."),
+    max_question_chars: int = typer.Option(4000, min=1, help="Longest question / query / embedding input (422 above)."),
+    max_k: int = typer.Option(20, min=1, help="Most passages a request may ask for (422 above)."),
+    max_tokens: int = typer.Option(1024, min=1, help="Most tokens a request may generate (422 above)."),
+    cors: Optional[list[str]] = typer.Option(None, "--cors", help="Allow browser pages of this origin "
+                                             "(repeatable, e.g. https://example.org); CORS is off without it."),
+    timeout: float = typer.Option(300.0, "--timeout", min=0.001, help="Seconds a request may wait and run (504 after)."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
-    """Serve POST /search, POST /ask (the answer JSON schema) and GET /health over one engine;
-    models load before the server starts."""
+    """Serve the OpenAI-compatible API (/v1/chat/completions, /v1/embeddings, /v1/models), /search, /ask,
+    /index/swap, /info, /metrics, /health and /ready (docs/server.md). Options are checked first; the
+    models then load in the background while the server already answers /health (/ready: 503 until
+    loaded)."""
     import uvicorn
 
-    from unirag.api import RAG, LoadConfig
-    from unirag.serve import create_app
+    from unirag.retrieval.loader import check_retriever_kind
+    from unirag.serve import ServeConfig, create_app
 
-    cfg = LoadConfig(engine, str(index) if index else None, generator, retriever, model).validate()
-    uvicorn.run(create_app(RAG.from_config(cfg)), host=host, port=port)
+    check_retriever_kind(retriever, "--retriever")
+    engines = [e.strip() for e in engine.split(",") if e.strip()]
+    per: dict[str, dict[str, str]] = {}
+    cfg = ServeConfig(host=host, port=port, engines=engines, retriever=retriever, generator=generator,
+                      api_key=api_key, max_batch=max_batch, max_queue=max_queue, batch_wait_ms=batch_wait_ms,
+                      max_body_bytes=max_body_bytes, max_question_chars=max_question_chars, max_k=max_k,
+                      max_tokens=max_tokens, cors=list(cors or []), request_timeout_s=timeout)
+    cfg.validate()
+    cfg.index = _per_engine(list(index or []), "--index", cfg.engines, per, "index")
+    cfg.model = _per_engine(list(model or []), "--model", cfg.engines, per, "model")
+    cfg.per_engine = per
+    for name in cfg.engines:  # every engine's names and paths, before anything loads
+        cfg.load_config(name)
+    uvicorn.run(create_app(None, cfg), host=cfg.host, port=cfg.port, log_level=log_level)

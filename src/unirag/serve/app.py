@@ -1,54 +1,464 @@
-"""A FastAPI app over one :class:`unirag.RAG`: JSON in, JSON out, the door's answer schema."""
+"""The HTTP server: OpenAI-compatible endpoints and native ones over :class:`unirag.RAG` engines.
+
+``create_app(rags, config)`` builds the FastAPI app; models load in a background thread when the
+server starts (``GET /ready`` answers 503 until they are loaded and their indexes verified). Each
+generating engine has a :class:`~unirag.serve.scheduler.Scheduler` that decodes concurrent
+requests together with :meth:`unirag.RAG.stream_batch`. See docs/server.md for the wire formats.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import threading
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, Union
 
-from pydantic import BaseModel, Field
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from unirag.outputs import Answer, Finished, RetrievalEvent, TextDelta
+from unirag.serve.config import MODEL_PREFIX, ServeConfig, model_id
+from unirag.serve.errors import APIError, error_body, install
+from unirag.serve.metrics import Metrics
+from unirag.serve.middleware import Gate
+from unirag.serve.scheduler import Failed, Job, QueueFull, Scheduler
+from unirag.serve.schemas import (AskRequest, ChatCompletionRequest, EmbeddingRequest, SearchRequest, SwapRequest,
+                                  chunk, citation, completion, completion_id, finish_reason)
+
+log = logging.getLogger("unirag.serve")
+STATIC = Path(__file__).parent / "static"
+Rags = dict[str, Any]
+Loader = Callable[[], Rags]
 
 
-class SearchRequest(BaseModel):
-    """Body of ``POST /search``."""
+def load_engines(config: ServeConfig) -> Rags:
+    """Load every engine of ``config`` (``{engine name: RAG}``)."""
+    from unirag.api.rag import RAG
 
-    query: str = Field(min_length=1, max_length=4000)
-    k: int = Field(5, ge=1, le=100)
-
-
-class AskRequest(BaseModel):
-    """Body of ``POST /ask``."""
-
-    question: str = Field(min_length=1, max_length=4000)
-    k: int | None = Field(None, ge=1, le=20)
-    max_new_tokens: int = Field(96, ge=1, le=1024)
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
-    seed: int | None = None
+    return {name: RAG.from_config(config.load_config(name), progress=False) for name in config.engines}
 
 
-def create_app(rag: Any):
-    """Build the app over a loaded :class:`unirag.RAG` (models load before the app exists)."""
-    from fastapi import FastAPI
+def dense_retriever(rag: Any) -> Any:
+    """The engine's dense retriever (with its ``encoder``), or None."""
+    r = getattr(rag.engine, "retriever", None)
+    if r is not None and hasattr(r, "encoder") and hasattr(r, "embed_queries"):
+        return r
+    return next((s for s in getattr(r, "retrievers", []) or [] if hasattr(s, "embed_queries")), None)
 
-    from unirag.sampling_params import SamplingParams
 
-    app = FastAPI(title="unirag", description="Search and answer with sources over a unirag index.")
-    lock = threading.Lock()  # one generation at a time: the model is shared
+class State:
+    """What the routes share: the config, the engines once loaded, their schedulers, the metrics."""
 
+    def __init__(self, loader: Loader, config: ServeConfig):
+        self.loader = loader
+        self.config = config
+        self.metrics = Metrics()
+        self.rags: Rags = {}
+        self.schedulers: dict[str, Scheduler] = {}
+        self.ready = threading.Event()
+        self.error: str | None = None
+        self.swap_lock = threading.Lock()
+        self.started = time.time()
+
+    # --- start-up and shutdown -------------------------------------------------------------
+    def load(self) -> None:
+        """Load the engines, verify their indexes, start the workers (the background thread)."""
+        t0 = time.perf_counter()
+        try:
+            rags = self.loader()
+            unknown = [n for n in rags if n not in self.config.engines]
+            if unknown:
+                raise ValueError(f"the loader returned engines {unknown} not in the config's {self.config.engines}")
+            for name, rag in rags.items():
+                index = rag.info().get("index")
+                if index:
+                    from unirag.index.folder import IndexFolder
+
+                    IndexFolder(index).read_manifest()
+            c = self.config
+            for name, rag in rags.items():
+                s = Scheduler(name, rag, c.max_batch, c.max_queue, c.batch_wait_ms, self.metrics)
+                self.metrics.watch(name, s.depth, lambda s=s: s.running)
+                self.schedulers[name] = s.start()
+            self.rags = rags
+            self.ready.set()
+            log.info("unirag: %s ready in %.1f s", ", ".join(model_id(n) for n in rags), time.perf_counter() - t0)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("unirag: loading the engines failed")
+
+    def shutdown(self) -> None:
+        """Stop the workers."""
+        for s in self.schedulers.values():
+            s.stop(timeout=2.0)
+
+    # --- lookups -----------------------------------------------------------------------------
+    def need_ready(self) -> None:
+        if not self.ready.is_set():
+            msg = f"loading the engines failed: {self.error}" if self.error else "the engines are still loading"
+            raise APIError(503, msg, "not_ready", headers={"Retry-After": "5"})
+
+    def engine(self, model: str | None, param: str = "model") -> str:
+        """The engine name a ``model`` (``unirag-pipeline`` or ``pipeline``) refers to; 404 if not served."""
+        self.need_ready()
+        if model is None:
+            return next(iter(self.rags))
+        name = model.removeprefix(MODEL_PREFIX)
+        name = {"rag": "rag-token", "closed_book": "closed-book"}.get(name, name)
+        if name not in self.rags:
+            raise APIError(404, f"The model '{model}' does not exist on this server; served: "
+                           f"{', '.join(model_id(n) for n in self.rags)}", "model_not_found", param)
+        return name
+
+    def retrieval_engine(self, model: str | None, param: str = "engine") -> str:
+        """The engine to search with: the named one, else the pipeline, else any with an index."""
+        if model is not None:
+            name = self.engine(model, param)
+            if not self.rags[name].info().get("index"):
+                raise APIError(422, f"{param}: engine {name!r} has no index to search", "invalid_value", param)
+            return name
+        self.need_ready()
+        for name in ("pipeline", *self.rags):
+            if name in self.rags and self.rags[name].info().get("index"):
+                return name
+        raise APIError(422, "no served engine has an index to search", "invalid_value", param)
+
+    def limit(self, value: int | None, most: int, param: str, setting: str) -> None:
+        if value is not None and value > most:
+            raise APIError(422, f"{param} = {value} is over this server's limit of {most} ({setting})",
+                           "limit_exceeded", param)
+
+    def question_limit(self, text: str, param: str) -> None:
+        if len(text) > self.config.max_question_chars:
+            raise APIError(422, f"{param}: {len(text)} characters, over this server's limit of "
+                           f"{self.config.max_question_chars} (max_question_chars)", "limit_exceeded", param)
+
+    def submit(self, name: str, question: str, params: Any) -> Job:
+        job = Job(question, params, asyncio.get_running_loop())
+        try:
+            self.schedulers[name].submit(job)
+        except QueueFull as exc:
+            self.metrics.rejected.labels(name).inc()
+            raise APIError(429, f"{exc}; retry later", "queue_full", headers={"Retry-After": "1"}) from None
+        return job
+
+    async def next_event(self, name: str, job: Job, request: Request) -> Any:
+        """The job's next event; cancels it (and raises) on timeout, raises :class:`ClientGone` when
+        the client has left (checked at least every 0.25 s, events arriving or not)."""
+        deadline = job.submitted + self.config.request_timeout_s
+        while True:
+            now = time.monotonic()
+            if now - job.checked >= 0.25:
+                job.checked = now
+                if await request.is_disconnected():
+                    raise ClientGone()
+            remaining = deadline - now
+            if remaining <= 0:
+                job.cancel()
+                self.metrics.cancelled.labels(name, "timeout").inc()
+                raise APIError(504, f"the request ran over {self.config.request_timeout_s:g} s (request_timeout_s)",
+                               "timeout")
+            try:
+                return await asyncio.wait_for(job.events.get(), min(0.25, remaining))
+            except asyncio.TimeoutError:
+                continue
+
+    async def answer(self, name: str, job: Job, request: Request) -> Answer:
+        """Wait for the job's answer (non-streamed requests)."""
+        try:
+            while True:
+                ev = await self.next_event(name, job, request)
+                if isinstance(ev, Finished):
+                    return ev.answer
+                if isinstance(ev, Failed):
+                    raise APIError(500, ev.message, "generation_failed")
+        finally:
+            self.release(name, job)
+
+    def release(self, name: str, job: Job) -> None:
+        """Stop a job whose client no longer waits for it."""
+        if not job.finished and not job.cancelled:
+            job.cancel()
+            self.metrics.cancelled.labels(name, "disconnect").inc()
+
+
+class ClientGone(Exception):
+    """The client closed the connection."""
+
+
+def sse(data: Any) -> str:
+    """One server-sent event."""
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def create_app(rags: Union[Rags, Loader, None] = None, config: ServeConfig | None = None) -> FastAPI:
+    """The app over ``rags`` (``{engine name: RAG}``, one ``RAG``, or a function returning the dict,
+    called in a background thread at start-up; None: load ``config.engines``). ``config`` is
+    checked now (:class:`~unirag.config.ConfigError` naming the setting)."""
+    from contextlib import asynccontextmanager
+
+    config = config or ServeConfig()
+    if hasattr(rags, "stream_batch"):  # one RAG
+        rags = {rags.engine.name: rags}
+    if isinstance(rags, dict):
+        config.engines = list(rags)
+        given = rags
+        loader: Loader = lambda: given  # noqa: E731
+    elif rags is None:
+        loader = lambda: load_engines(config)  # noqa: E731
+    else:
+        loader = rags
+    config.validate()
+    state = State(loader, config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        threading.Thread(target=state.load, name="unirag-load", daemon=True).start()
+        yield
+        state.shutdown()
+
+    app = FastAPI(title="unirag", version=_version(), lifespan=lifespan,
+                  description="Answers with citations over a unirag index: OpenAI-compatible chat completions "
+                              "and embeddings, search, index hot-swap. See docs/server.md.")
+    app.state.unirag = state
+    install(app)
+
+    # --- liveness and readiness --------------------------------------------------------------
     @app.get("/health")
     def health() -> dict:
-        info = rag.info()
-        return {"status": "ok", "engine": info.get("engine"), "passages": info.get("passages", 0)}
+        return {"status": "ok"}
 
+    @app.get("/ready")
+    def ready() -> Response:
+        if state.ready.is_set():
+            return JSONResponse({"status": "ready", "models": [model_id(n) for n in state.rags]})
+        msg = f"loading the engines failed: {state.error}" if state.error else "the engines are still loading"
+        return JSONResponse({"status": "failed" if state.error else "loading", **error_body(503, msg, "not_ready")},
+                            status_code=503, headers={"Retry-After": "5"})
+
+    # --- OpenAI-compatible ---------------------------------------------------------------------
+    @app.get("/v1/models")
+    def models() -> dict:
+        return {"object": "list", "data": [{"id": model_id(n), "object": "model", "created": int(state.started),
+                                            "owned_by": "unirag"} for n in config.engines]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(req: ChatCompletionRequest, request: Request) -> Any:
+        name = state.engine(req.model)
+        users = [m for m in req.messages if m.role == "user"]
+        if not users or not users[-1].text().strip():
+            raise APIError(422, "messages: needs a user message with text (the question)", "invalid_value",
+                           "messages")
+        question = users[-1].text()
+        state.question_limit(question, "messages")
+        max_tokens = req.max_completion_tokens or req.max_tokens
+        state.limit(max_tokens, config.max_tokens, "max_completion_tokens" if req.max_completion_tokens
+                    else "max_tokens", "max_tokens")
+        state.limit(req.k, config.max_k, "k", "max_k")
+        rag = state.rags[name]
+        changes: dict[str, Any] = {"max_new_tokens": max_tokens or config.default_max_tokens, "seed": req.seed,
+                                   "stop": [req.stop] if isinstance(req.stop, str) else list(req.stop or []),
+                                   "k": req.k}
+        for field in ("temperature", "top_p", "top_k", "repetition_penalty"):
+            if getattr(req, field) is not None:
+                changes[field] = getattr(req, field)
+        params = rag.params.with_(**changes)
+        model = model_id(name)
+        job = state.submit(name, question, params)
+        if not req.stream:
+            try:
+                answer = await state.answer(name, job, request)
+            except ClientGone:
+                return Response(status_code=499)
+            return completion(completion_id(), model, answer)
+        usage = bool(req.stream_options and req.stream_options.include_usage)
+        return StreamingResponse(_stream(state, name, job, request, model, usage), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.post("/v1/embeddings")
+    def embeddings(req: EmbeddingRequest) -> dict:
+        name = state.engine(req.model)
+        dense = dense_retriever(state.rags[name])
+        if dense is None:
+            raise APIError(422, f"model: {model_id(name)} has no dense encoder to embed with; use an engine over a "
+                           "dense or hybrid index", "invalid_value", "model")
+        texts = [req.input] if isinstance(req.input, str) else list(req.input)
+        if not texts or len(texts) > config.max_inputs:
+            raise APIError(422, f"input: give 1 to {config.max_inputs} strings (max_inputs), got {len(texts)}",
+                           "invalid_value", "input")
+        for i, t in enumerate(texts):
+            if not t:
+                raise APIError(422, f"input[{i}]: empty string", "invalid_value", "input")
+            state.question_limit(t, f"input[{i}]")
+        if req.dimensions is not None and req.dimensions != dense.encoder.dim:
+            raise APIError(422, f"dimensions: this encoder gives {dense.encoder.dim}-dimensional vectors",
+                           "invalid_value", "dimensions")
+        import base64
+
+        import numpy as np
+
+        vecs = np.asarray(dense.embed_queries(texts), dtype=np.float32)
+        try:
+            tokens = sum(len(ids) for ids in dense.encoder.tokenizer(texts)["input_ids"])
+        except Exception:
+            tokens = 0
+        data = [{"object": "embedding", "index": i,
+                 "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if req.encoding_format == "base64"
+                 else v.tolist()} for i, v in enumerate(vecs)]
+        return {"object": "list", "data": data, "model": getattr(dense.encoder, "name", model_id(name)),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+    # --- native --------------------------------------------------------------------------------
     @app.post("/search")
     def search(req: SearchRequest) -> dict:
+        name = state.retrieval_engine(req.engine)
+        state.question_limit(req.query, "query")
+        state.limit(req.k, config.max_k, "k", "max_k")
+        rag = state.rags[name]
         hits = rag.search(req.query, req.k)
-        return {"query": req.query, "hits": [h.to_dict() for h in hits]}
+        return {"query": req.query, "engine": name, "index": rag.info().get("index", ""),
+                "hits": [h.to_dict() for h in hits]}
 
     @app.post("/ask")
-    def ask(req: AskRequest) -> dict:
-        params = SamplingParams(max_new_tokens=req.max_new_tokens, temperature=req.temperature, seed=req.seed,
-                                k=req.k)
-        with lock:
-            return rag.ask(req.question, params).to_dict()
+    async def ask(req: AskRequest, request: Request) -> Any:
+        name = state.engine(req.engine, "engine")
+        state.question_limit(req.question, "question")
+        state.limit(req.max_new_tokens, config.max_tokens, "max_new_tokens", "max_tokens")
+        state.limit(req.k, config.max_k, "k", "max_k")
+        rag = state.rags[name]
+        params = rag.params.with_(max_new_tokens=req.max_new_tokens or config.default_max_tokens, k=req.k,
+                                  temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, seed=req.seed,
+                                  stop=list(req.stop))
+        job = state.submit(name, req.question, params)
+        try:
+            answer = await state.answer(name, job, request)
+        except ClientGone:
+            return Response(status_code=499)
+        return answer.to_dict() | {"index": rag.info().get("index", "")}
 
+    @app.post("/index/swap")
+    def swap(req: SwapRequest) -> dict:
+        from unirag.config.base import ConfigError
+        from unirag.index.errors import IndexFormatError, IndexMismatchError
+        from unirag.index.folder import IndexFolder
+        from unirag.models.registry import ModelNotFoundError
+
+        state.need_ready()
+        try:
+            IndexFolder(req.index).read_manifest()
+        except (IndexFormatError, OSError, ValueError) as exc:
+            raise APIError(422, f"index: {exc}", "invalid_index", "index") from None
+        swapped, skipped = [], {}
+        with state.swap_lock:
+            for name, rag in state.rags.items():
+                if not rag.info().get("index"):
+                    skipped[name] = "has no index"
+                    continue
+                try:
+                    rag.swap_index(req.index)
+                    swapped.append(name)
+                except (IndexFormatError, IndexMismatchError, ConfigError, ModelNotFoundError) as exc:
+                    skipped[name] = str(exc)
+        if not swapped:
+            why = "; ".join(f"{n}: {w}" for n, w in skipped.items())
+            raise APIError(422, f"index: no served engine can use {req.index} ({why})", "index_mismatch", "index")
+        info = state.rags[swapped[0]].info()
+        return {"index": info.get("index", req.index), "passages": info.get("passages", 0), "swapped": swapped,
+                "skipped": skipped}
+
+    @app.get("/info")
+    def info() -> dict:
+        ready = state.ready.is_set()
+        engines = [{"name": n, "model": model_id(n), **state.rags[n].info()} for n in state.rags] if ready else \
+            [{"name": n, "model": model_id(n)} for n in config.engines]
+        primary = next((e for e in engines if e.get("index")), {})
+        index = str(primary.get("index", "") or "")
+        return {"version": _version(), "ready": ready, "error": state.error, "engines": engines,
+                "models": [model_id(n) for n in config.engines],
+                "index": index, "index_name": Path(index).name if index else "",
+                "passages": primary.get("passages", 0),
+                "generators": sorted({str(e["generator"]) for e in engines if e.get("generator")}),
+                "auth": config.api_key is not None,
+                "limits": {"max_question_chars": config.max_question_chars, "max_k": config.max_k,
+                           "max_tokens": config.max_tokens, "max_body_bytes": config.max_body_bytes,
+                           "max_batch": config.max_batch, "max_queue": config.max_queue}}
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        body, ctype = state.metrics.render()
+        return Response(body, media_type=ctype)
+
+    # --- the web page, when its files are there -------------------------------------------------
+    open_prefixes: tuple[str, ...] = ()
+    if (STATIC / "index.html").is_file():
+        from fastapi.responses import FileResponse
+        from fastapi.staticfiles import StaticFiles
+
+        @app.get("/", include_in_schema=False)
+        def page() -> FileResponse:
+            return FileResponse(STATIC / "index.html")
+
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+        open_prefixes = ("/static/",)
+
+    app.add_middleware(Gate, metrics=state.metrics, api_key=config.api_key, max_body_bytes=config.max_body_bytes,
+                       open_prefixes=open_prefixes)
+    if config.cors:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=config.cors, allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)
     return app
+
+
+async def _stream(state: State, name: str, job: Job, request: Request, model: str, usage: bool) -> AsyncIterator[str]:
+    """The server-sent events of one streamed chat completion (docs/server.md)."""
+    cid, created = completion_id(), int(time.time())
+    started, pending = False, ""
+    try:
+        yield sse(chunk(cid, model, created, {"role": "assistant", "content": ""}))
+        while True:
+            try:
+                ev = await state.next_event(name, job, request)
+            except ClientGone:
+                return
+            except APIError as exc:  # timeout: the error as an event, then the end
+                yield sse(error_body(exc.status, exc.message, exc.code))
+                break
+            if isinstance(ev, RetrievalEvent):
+                yield sse(chunk(cid, model, created, {}, None,
+                                unirag={"type": "retrieval", "step": ev.step.step, "query": ev.step.query,
+                                        "sources": [citation(s) for s in ev.sources]}))
+            elif isinstance(ev, TextDelta):
+                # the answer text is stripped: hold back leading and trailing white space
+                text = pending + ev.text
+                if not started:
+                    text = text.lstrip()
+                body = text.rstrip()
+                pending = text[len(body):]
+                if body:
+                    started = True
+                    yield sse(chunk(cid, model, created, {"content": body}))
+            elif isinstance(ev, Finished):
+                a = ev.answer
+                yield sse(chunk(cid, model, created, {}, finish_reason(a),
+                                citations=[citation(s) for s in a.sources]))
+                if usage:
+                    yield sse(chunk(cid, model, created, None, None, usage=a.usage.to_dict()))
+                break
+            elif isinstance(ev, Failed):
+                yield sse(error_body(500, ev.message, "generation_failed"))
+                break
+        yield "data: [DONE]\n\n"
+    finally:
+        state.release(name, job)
+
+
+def _version() -> str:
+    from unirag import __version__
+
+    return __version__
