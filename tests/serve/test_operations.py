@@ -197,3 +197,13 @@ def test_a_crash_is_a_json_500_without_a_trace(index_a):
         assert "secret" not in r.text and "Traceback" not in r.text
         r = httpx.post(url + "/v1/chat/completions", json={"model": "unirag-pipeline", "messages": MSG})
         assert r.status_code == 500 and r.json()["error"]["code"] == "generation_failed" and "secret" not in r.text
+
+
+def test_serve_config_round_trips_and_names_bad_settings(tmp_path):
+    cfg = ServeConfig(engines=["pipeline", "rag"], per_engine={"rag-token": {"model": "m"}}, cors=["http://a.example"])
+    assert ServeConfig.load(cfg.save(tmp_path / "serve.yaml")) == cfg
+    assert cfg.validate().engines == ["pipeline", "rag-token"]
+    for bad, field in ((dict(max_batch=0), "max_batch"), (dict(engines=["nope"]), "engine"),
+                       (dict(cors=["example.org"]), "cors"), (dict(port=70000), "port")):
+        with pytest.raises(ConfigError, match=field):
+            ServeConfig(**bad).validate()
