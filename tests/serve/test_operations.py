@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 import unirag
-from tests.serve.conftest import KEY, Slow, live, wait_ready
+from tests.serve.conftest import KEY, Slow, live, wait_ready, make_index
 from unirag.config import ConfigError
 from unirag.serve import ServeConfig, create_app
 
@@ -207,3 +207,35 @@ def test_serve_config_round_trips_and_names_bad_settings(tmp_path):
                        (dict(cors=["example.org"]), "cors"), (dict(port=70000), "port")):
         with pytest.raises(ConfigError, match=field):
             ServeConfig(**bad).validate()
+
+
+def test_documents_added_are_found_and_deleted_ones_are_gone_everywhere(tmp_path, tiny_encoder_dir):
+    from unirag.corpus import DocStore
+    from unirag.index.folder import IndexFolder
+    from unirag.retrieval import load_retriever
+
+    folder = make_index(tmp_path / "live", tiny_encoder_dir, "l-")
+    rag = unirag.RAG.load(folder, engine="pipeline", generator=None, retriever="hybrid", progress=False)
+    doc = {"id": "new-1", "title": "Zanzibar", "text": "Zanzibar spice markets sell cloves and nutmeg.", "topic": "x"}
+    with live(create_app({"pipeline": rag}, ServeConfig())) as url:
+        r = httpx.post(url + "/documents", json={"documents": [doc]}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["engines"]["pipeline"]["added"] == 1 and r.json()["engines"]["pipeline"]["passages"] == 7
+        hits = httpx.post(url + "/search", json={"query": "Zanzibar cloves nutmeg", "k": 3}).json()["hits"]
+        assert hits[0]["id"] == "new-1" and hits[0]["meta"]["topic"] == "x"
+        for kind in ("dense", "bm25"):  # in every part of the folder the server now reads
+            assert "new-1" in load_retriever(folder, kind).search(["Zanzibar cloves nutmeg"], 7).ids[0]
+        r = httpx.delete(url + "/documents/new-1", timeout=60)
+        assert r.status_code == 200 and r.json()["engines"]["pipeline"]["deleted"] == 1
+        hits = httpx.post(url + "/search", json={"query": "Zanzibar cloves nutmeg", "k": 6}).json()["hits"]
+        assert "new-1" not in {h["id"] for h in hits} and len(hits) == 6
+        for kind in ("dense", "bm25"):
+            assert "new-1" not in load_retriever(folder, kind).search(["Zanzibar cloves nutmeg"], 6).ids[0]
+        store = DocStore(IndexFolder(folder).docs_dir)
+        assert "new-1" not in store and len(store) == 6
+        for f in folder.rglob("*"):
+            assert not f.is_file() or b"Zanzibar" not in f.read_bytes(), f
+        r = httpx.delete(url + "/documents/new-1", timeout=60)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "document_not_found"
+        r = httpx.post(url + "/documents", json={"documents": [{"id": "x", "text": ""}]})
+        assert r.status_code == 422 and "text" in r.json()["error"]["message"] + str(r.json()["error"].get("param"))

@@ -29,6 +29,9 @@ class DenseRetriever:
         if encoder is not None:
             check_encoder(index, encoder)
 
+    def __len__(self) -> int:
+        return len(self._parts[0])
+
     @property
     def index(self) -> Index:
         """The FAISS index."""

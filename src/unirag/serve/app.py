@@ -26,8 +26,8 @@ from unirag.serve.errors import APIError, error_body, install
 from unirag.serve.metrics import Metrics
 from unirag.serve.middleware import Gate
 from unirag.serve.scheduler import Failed, Job, QueueFull, Scheduler
-from unirag.serve.schemas import (AskRequest, ChatCompletionRequest, EmbeddingRequest, SearchRequest, SwapRequest,
-                                  chunk, citation, completion, completion_id, finish_reason)
+from unirag.serve.schemas import (AskRequest, ChatCompletionRequest, DocumentsRequest, EmbeddingRequest, SearchRequest,
+                                  SwapRequest, chunk, citation, completion, completion_id, finish_reason)
 
 log = logging.getLogger("unirag.serve")
 STATIC = Path(__file__).parent / "static"
@@ -369,6 +369,50 @@ def create_app(rags: Union[Rags, Loader, None] = None, config: ServeConfig | Non
         info = state.rags[swapped[0]].info()
         return {"index": info.get("index", req.index), "passages": info.get("passages", 0), "swapped": swapped,
                 "skipped": skipped}
+
+    # --- live documents ----------------------------------------------------------------------------
+    def update_documents(apply: Callable[[Any], dict]) -> dict:
+        """Apply one update to every served index folder once (engines sharing a folder re-open
+        it), under the swap lock: each engine installs the new version by one assignment, so a
+        search sees the old batch or the new one, never half of it."""
+        state.need_ready()
+        done: dict[str, dict] = {}
+        counts: dict[str, dict] = {}
+        with state.swap_lock:
+            for name, rag in state.rags.items():
+                folder = str(rag.info().get("index") or "")
+                if not folder:
+                    continue
+                if folder in done:
+                    rag.swap_index(folder)       # another engine already wrote this folder's new version
+                else:
+                    done[folder] = apply(rag)
+                counts[name] = done[folder]
+        if not counts:
+            raise APIError(422, "no served engine has an index to update", "no_index", "documents")
+        return {"engines": counts}
+
+    @app.post("/documents")
+    def add_documents(req: DocumentsRequest) -> dict:
+        from unirag.corpus.passage import CorpusError
+
+        ids = [d.id for d in req.documents]
+        if len(set(ids)) != len(ids):
+            raise APIError(422, "documents: the same id appears twice", "duplicate_id", "documents")
+        docs = [d.model_dump() for d in req.documents]
+        try:
+            return update_documents(lambda rag: rag.add_documents(docs))
+        except CorpusError as exc:
+            raise APIError(422, f"documents: {exc}", "invalid_documents", "documents") from None
+
+    @app.delete("/documents/{doc_id:path}")
+    def delete_document(doc_id: str) -> dict:
+        from unirag.retrieval.update import UnknownPassageError
+
+        try:
+            return update_documents(lambda rag: rag.delete_documents([doc_id]))
+        except UnknownPassageError as exc:
+            raise APIError(404, str(exc), "document_not_found", "id") from None
 
     @app.get("/info")
     def info() -> dict:

@@ -92,6 +92,23 @@ class AskRequest(BaseModel):
     stop: list[str] = Field(default_factory=list)
 
 
+class DocumentIn(BaseModel):
+    """One passage to add or replace: ``id``, ``text``, optional ``title``; other fields are kept
+    as metadata."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(min_length=1)
+    text: str = Field(min_length=1)
+    title: str = ""
+
+
+class DocumentsRequest(BaseModel):
+    """``POST /documents``: passages added to (or replacing those with the same id in) the live
+    index, as one atomic batch."""
+
+    documents: list[DocumentIn] = Field(min_length=1)
+
+
 class SwapRequest(BaseModel):
     """``POST /index/swap``: answer from another index folder from now on."""
 
