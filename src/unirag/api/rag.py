@@ -279,9 +279,12 @@ def _rag(cfg: LoadConfig, progress: bool) -> Any:
     else:
         from unirag.index.folder import IndexFolder
 
-        encoder = IndexFolder(folder).read_manifest().encoder or RagConfig.question_encoder  # queries as the index's documents
-        model = RagModel.from_config(RagConfig(variant=variant, question_encoder=encoder, generator=cfg.generator),
-                                     index=folder)
+        manifest = IndexFolder(folder).read_manifest()
+        encoder = manifest.encoder or RagConfig.question_encoder  # queries as the index's documents
+        # cosine scores of a normalising encoder lie in [-1, 1]: scaled, so that p(z|x) is not near-uniform
+        scale = 20.0 if manifest.encoder_info.get("normalize") else 1.0
+        model = RagModel.from_config(RagConfig(variant=variant, question_encoder=encoder, generator=cfg.generator,
+                                               doc_score_scale=scale), index=folder)
     if cfg.k is not None:
         model.config.n_docs = cfg.k
     return RagEngine(model, variant, cfg.decoding, cfg.num_beams)
