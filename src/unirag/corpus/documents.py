@@ -104,7 +104,8 @@ def sniff_format(data: bytes, name: str = "") -> str:
             with zipfile.ZipFile(io.BytesIO(data)) as z:
                 names = set(z.namelist())
         except (zipfile.BadZipFile, ValueError, EOFError) as exc:
-            raise DocumentError(f"corrupt zip container ({exc})", fmt="docx" if ext == ".docx" else "") from None
+            what = "corrupt .docx: a damaged zip container" if ext == ".docx" else "corrupt zip container"
+            raise DocumentError(f"{what} ({exc})", fmt="docx" if ext == ".docx" else "") from None
         if "word/document.xml" in names:
             return "docx"
         if ext == ".docx":
