@@ -477,3 +477,24 @@ def test_kill_9_at_random_moments_leaves_before_or_after(tmp_path, encoder, tiny
             _check_consistent(ix)
     assert runs == 12, outcomes
     print(f"kill -9 runs: {runs}, {outcomes}")
+
+
+def test_door_sync_and_add_files(tmp_path, encoder):
+    import unirag
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.md").write_text("# Owls\n\nBarn owls hunt voles over the meadow at dusk.\n")
+    ix = tmp_path / "ix"
+    sync_folder(ix, src, encoder, max_tokens=MAX_TOKENS)
+    rag = unirag.RAG.load(ix, retriever="hybrid", generator=None, progress=False)
+    (src / "b.md").write_text("# Newts\n\nGreat crested newts breed in garden ponds.\n")
+    res = rag.sync(src)
+    assert res.count("added") == 1 and res.written
+    hit = rag.search("crested newts ponds", k=1)[0]
+    assert hit.id == "b.md#0" and hit.meta["cite"] == 'b.md, "Newts"'
+    extra = tmp_path / "c.txt"
+    extra.write_text("Stoats turn white in winter.")
+    assert rag.add_files([extra]).count("added") == 1
+    assert rag.search("stoats winter white", k=1)[0].id == "c.txt#0"
+    assert rag.sync(src).count("deleted") == 1 and all(s.id != "c.txt#0" for s in rag.search("stoats", k=3))
