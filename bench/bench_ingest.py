@@ -67,7 +67,7 @@ def make(fmt: str, folder: Path, n: int, paras: int = 6) -> None:
                 if j % 2 == 0:
                     pdf.add_page()
                 pdf.start_section(f"Part {j}")
-                pdf.multi_cell(0, 6, f"Part {j}\n{b}")
+                pdf.multi_cell(0, 6, f"Part {j}\n{b}", new_x="LMARGIN", new_y="NEXT")
             pdf.output(str(folder / f"d{i:04d}.pdf"))
 
 
