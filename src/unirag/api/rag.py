@@ -199,6 +199,36 @@ class RAG:
         batch = [ids] if isinstance(ids, str) else [str(i) for i in ids]
         return self._updatable().delete_documents(batch)
 
+    def add_files(self, paths: str | os.PathLike | Sequence[str | os.PathLike], **options: Any) -> Any:
+        """Add documents (PDF, HTML, Word, Markdown, text files or folders of them) to the engine's
+        index folder: new files are indexed, changed ones re-read, only changed passages embedded;
+        the next search sees the new version. ``options``: those of
+        :func:`unirag.retrieval.ingest.add_files`. Returns its :class:`IngestResult` (failed files
+        are listed there with their reason; the others are indexed)."""
+        from unirag.retrieval.ingest import add_files
+
+        return self._ingest(add_files, paths, **options)
+
+    def sync(self, folder: str | os.PathLike, **options: Any) -> Any:
+        """Make the engine's index folder mirror ``folder`` (added, changed and deleted files; see
+        :func:`unirag.retrieval.ingest.sync_folder`) and search the new version from now on."""
+        from unirag.retrieval.ingest import sync_folder
+
+        return self._ingest(sync_folder, folder, **options)
+
+    def _ingest(self, fn: Any, arg: Any, **options: Any) -> Any:
+        eng = self._updatable()
+        index = self.info().get("index") or ""
+        if not index:
+            raise ConfigError(f"engine {self.engine.name!r} has no index folder to update")
+        encoder = options.pop("encoder", None)
+        if encoder is None and hasattr(eng, "_dense_encoder"):
+            encoder = eng._dense_encoder()  # the loaded one: no second copy
+        res = fn(index, arg, encoder, **options)
+        if res.written:
+            self.engine.swap_index(index)
+        return res
+
     def _updatable(self) -> UpdatableEngine:
         if not isinstance(self.engine, UpdatableEngine):
             raise ConfigError(f"engine {self.engine.name!r} has no index to update")

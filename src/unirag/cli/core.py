@@ -146,6 +146,8 @@ def print_sources(answer) -> None:
     out.print("\n[bold]Sources[/]")
     for s in answer.sources:
         ident = "" if s.id == s.title else f"{s.id}, "
+        if s.meta.get("cite"):  # a document's passage: file, page, section
+            ident = f"{s.meta['cite']}, "
         step = "" if s.step is None else f", step {s.step}"
         out.print(f"  [{s.number}] {s.title} [dim]({ident}score {s.score:.3f}{step})[/]", highlight=False)
 

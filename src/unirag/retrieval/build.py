@@ -56,6 +56,8 @@ def build_index(
     sort_by_length: bool = True,
     progress: bool = True,
     deterministic: bool = True,
+    registry: dict | None = None,
+    lock: bool = True,
 ) -> Path:
     """Write an index folder at ``out``: ``docs/`` (doc store), ``index.faiss`` (dense, embedded
     with ``encoder`` in length-sorted batches), ``bm25/`` and ``manifest.json`` with checksums.
@@ -65,44 +67,57 @@ def build_index(
     optionally ``info()`` for the manifest), e.g. a OneGen model's
     :class:`~unirag.onegen.docindex.OneGenEncoder`.
 
-    The folder appears only when complete; an existing one is replaced only on success.
+    The folder appears only when complete; an existing one is replaced only on success. Writers
+    of one folder are serialised by the lock :func:`unirag.retrieval.update.writer_lock` takes
+    (``lock=False``: the caller holds it). ``registry``: a document registry written as
+    ``sources.json`` (:mod:`unirag.index.registry`).
     """
+    import contextlib
+
+    from unirag.retrieval.update import remove_stale_versions, writer_lock
+
     if not dense and not bm25:
         from unirag.config.errors import UsageError
 
         raise UsageError("build_index: nothing to build: enable dense and/or bm25")
     out = Path(out)
-    with atomic_dir(out) as tmp:
-        layout = IndexFolder(tmp)
-        store = DocStore.build(passages, layout.docs_dir, progress=False)
-        extra = {"kinds": (["dense"] if dense else []) + (["bm25"] if bm25 else [])}
-        if bm25:
-            build_bm25((p.contents for p in store), layout.bm25_dir)
-        if dense:
-            if isinstance(encoder, str):
-                from unirag.models.encoder import Encoder
+    with writer_lock(out) if lock else contextlib.nullcontext():
+        remove_stale_versions(out)
+        with atomic_dir(out) as tmp:
+            layout = IndexFolder(tmp)
+            store = DocStore.build(passages, layout.docs_dir, progress=False)
+            extra = {"kinds": (["dense"] if dense else []) + (["bm25"] if bm25 else [])}
+            if bm25:
+                build_bm25((p.contents for p in store), layout.bm25_dir)
+            if dense:
+                if isinstance(encoder, str):
+                    from unirag.models.encoder import Encoder
 
-                encoder = Encoder.from_pretrained(encoder)
-            index = Index(encoder.dim, factory, "ip")
-            m = index.manifest
-            m.encoder = encoder.name
-            m.encoder_info = encoder_info(encoder)
-            bar = None
-            if progress:
-                from tqdm.auto import tqdm
+                    encoder = Encoder.from_pretrained(encoder)
+                index = Index(encoder.dim, factory, "ip")
+                m = index.manifest
+                m.encoder = encoder.name
+                m.encoder_info = encoder_info(encoder)
+                bar = None
+                if progress:
+                    from tqdm.auto import tqdm
 
-                bar = tqdm(total=len(store), desc="embedding corpus", unit=" passages")
-            with _faiss_threads(factory, deterministic):
-                for start in range(0, len(store), CHUNK):
-                    texts = [store[r].contents for r in range(start, min(start + CHUNK, len(store)))]
-                    vecs = encoder.encode(texts, batch_size=batch_size, sort_by_length=sort_by_length, bar=bar)
-                    index.add(vecs)
-            if bar is not None:
-                bar.close()
-        else:
-            index = None
-            m = Manifest(dim=0, factory="", metric="", count=len(store))
-        finish_folder(tmp, store, index, m, extra)
+                    bar = tqdm(total=len(store), desc="embedding corpus", unit=" passages")
+                with _faiss_threads(factory, deterministic):
+                    for start in range(0, len(store), CHUNK):
+                        texts = [store[r].contents for r in range(start, min(start + CHUNK, len(store)))]
+                        vecs = encoder.encode(texts, batch_size=batch_size, sort_by_length=sort_by_length, bar=bar)
+                        index.add(vecs)
+                if bar is not None:
+                    bar.close()
+            else:
+                index = None
+                m = Manifest(dim=0, factory="", metric="", count=len(store))
+            if registry is not None:
+                from unirag.index.registry import write_registry
+
+                write_registry(tmp, registry)
+            finish_folder(tmp, store, index, m, extra)
     return out
 
 
