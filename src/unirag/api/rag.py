@@ -72,9 +72,16 @@ class LoadConfig(ConfigBase):
         if self.num_beams < 1:
             raise ConfigError(f"num_beams = {self.num_beams}: must be >= 1")
         if self.index is not None:
+            from unirag.distributed.sharded import is_sharded
             from unirag.index.folder import IndexFolder
 
-            IndexFolder(self.index).read_manifest()  # a clear error now, not after loading models
+            if is_sharded(self.index):  # a shard set: its shards.json (the actors start at load)
+                from unirag.distributed.sharded import parse_ray_uri
+                from unirag.distributed.shards import read_shard_set
+
+                read_shard_set(parse_ray_uri(self.index)[1] if self.index.startswith("ray:") else self.index)
+            else:
+                IndexFolder(self.index).read_manifest()  # a clear error now, not after loading models
         if self.model is not None and not Path(self.model).is_dir():
             from unirag.models.registry import ModelNotFoundError
 
