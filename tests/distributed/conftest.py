@@ -1,4 +1,4 @@
-"""Ray tests: one local Ray session per test module (2 logical CPUs, no dashboard).
+"""Ray tests: one local Ray session for this folder (2 logical CPUs, no dashboard).
 
 Ray is an optional extra (``pip install 'unirag[ray]'``); without it these tests skip, saying so."""
 
@@ -15,9 +15,9 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'unir
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def ray_session():
-    """A local Ray cluster for this module; its workers import unirag from this checkout."""
+    """One local Ray cluster for the tests of this folder (starting one costs 10-20 s on a busy machine); its workers import unirag from this checkout."""
     if ray.is_initialized():
         ray.shutdown()
     path = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p)

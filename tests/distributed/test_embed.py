@@ -26,26 +26,21 @@ def _compare(single, dist):
 
 
 def test_ray_build_equals_single_process(ray_session, tiny_encoder_dir, tmp_path):
-    from unirag.retrieval.build import build_index
+    """`unirag index build --ray` with a pool of 2 encoder actors writes the single-process folder."""
+    import json
 
-    passages = synthetic_passages(300)
-    single = build_index(passages, tmp_path / "single", encoder=str(tiny_encoder_dir), progress=False)
-    dist = build_index(passages, tmp_path / "ray", encoder=str(tiny_encoder_dir), progress=False,
-                       ray={"concurrency": 2, "batch_size": 64, "num_cpus": 0.5})
-    _compare(single, dist)
-
-
-def test_cli_index_build_ray(ray_session, tiny_encoder_dir, tmp_path, corpus_jsonl):
     from unirag.cli.app import main
-    from unirag.retrieval.build import build_index
     from unirag.corpus import read_corpus
+    from unirag.retrieval.build import build_index
 
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in synthetic_passages(300)))
     with pytest.raises(SystemExit) as exc:
-        main(["index", "build", str(corpus_jsonl), "--out", str(tmp_path / "cli"), "--encoder", str(tiny_encoder_dir),
-              "--ray", "--ray-concurrency", "1", "--ray-cpus", "0.5", "--json"])
+        main(["index", "build", str(corpus), "--out", str(tmp_path / "ray"), "--encoder", str(tiny_encoder_dir),
+              "--ray", "--ray-concurrency", "2", "--ray-cpus", "0.5", "--ray-batch-size", "64", "--json"])
     assert exc.value.code == 0
-    single = build_index(read_corpus(corpus_jsonl), tmp_path / "single", encoder=str(tiny_encoder_dir), progress=False)
-    _compare(single, tmp_path / "cli")
+    single = build_index(read_corpus(corpus), tmp_path / "single", encoder=str(tiny_encoder_dir), progress=False)
+    _compare(single, tmp_path / "ray")
 
 
 def test_pool_larger_than_the_cluster_is_refused(ray_session, tiny_encoder_dir, tmp_path):

@@ -72,16 +72,7 @@ class LoadConfig(ConfigBase):
         if self.num_beams < 1:
             raise ConfigError(f"num_beams = {self.num_beams}: must be >= 1")
         if self.index is not None:
-            from unirag.distributed.sharded import is_sharded
-            from unirag.index.folder import IndexFolder
-
-            if is_sharded(self.index):  # a shard set: its shards.json (the actors start at load)
-                from unirag.distributed.sharded import parse_ray_uri
-                from unirag.distributed.shards import read_shard_set
-
-                read_shard_set(parse_ray_uri(self.index)[1] if self.index.startswith("ray:") else self.index)
-            else:
-                IndexFolder(self.index).read_manifest()  # a clear error now, not after loading models
+            check_index(self.index)  # a clear error now, not after loading models
         if self.model is not None and not Path(self.model).is_dir():
             from unirag.models.registry import ModelNotFoundError
 
@@ -94,6 +85,23 @@ class LoadConfig(ConfigBase):
                 raise ConfigError(f"decoding {self.decoding!r} is not a {self.engine} decoding; use one of "
                                   f"{list(DECODINGS[variant])}")
         return self
+
+
+def check_index(index: str | os.PathLike) -> None:
+    """Read the manifest of an index folder, or the ``shards.json`` of a shard set (a folder or a
+    ``ray://`` URI; its actors start when the engine loads); clear errors, nothing loaded."""
+    from unirag.distributed.sharded import is_sharded
+
+    if is_sharded(index):
+        from unirag.distributed.sharded import parse_ray_uri
+        from unirag.distributed.shards import read_shard_set
+
+        s = os.fspath(index)
+        read_shard_set(parse_ray_uri(s)[1] if s.startswith("ray:") else s)
+        return
+    from unirag.index.folder import IndexFolder
+
+    IndexFolder(index).read_manifest()
 
 
 class RAG:
@@ -183,9 +191,7 @@ class RAG:
 
     def swap_index(self, folder: str | os.PathLike) -> None:
         """Answer from another index folder from now on (same embedding function, no reload)."""
-        from unirag.index.folder import IndexFolder
-
-        IndexFolder(folder).read_manifest()
+        check_index(folder)
         self.engine.swap_index(str(folder))
 
     def add_documents(self, passages: Iterable[Any]) -> dict[str, Any]:

@@ -116,11 +116,11 @@ def embed_store(docs_dir: str | os.PathLike, encoder: Any, count: int, options: 
     local = options.local_cpus or max(os.cpu_count() or 1, math.ceil(options.cpus_needed))
     started = connect(options.address, local)
     try:
-        have = ray.cluster_resources().get("CPU", 0.0)
+        have = ray.available_resources().get("CPU", 0.0)
         if have < options.cpus_needed:
             from unirag.config.errors import UsageError
 
-            raise UsageError(f"ray: the cluster has {have:g} CPUs but {options.concurrency} encoder actors of "
+            raise UsageError(f"ray: the cluster has {have:g} free CPUs but {options.concurrency} encoder actors of "
                              f"{options.num_cpus:g} CPUs plus a reader of {options.read_cpus:g} need "
                              f"{options.cpus_needed:g}; lower concurrency or CPUs per actor")
         import ray.data

@@ -201,7 +201,8 @@ class ShardSetIndex:
 
 # --- the retriever -----------------------------------------------------------------------------
 def parse_ray_uri(uri: str) -> tuple[str | None, str, dict[str, str]]:
-    """``ray://[HOST:PORT]/PATH[?policy=partial&timeout=5]`` -> ``(address or None, path, options)``.
+    """``ray://[HOST:PORT]/PATH[?policy=partial&timeout=5]`` -> ``(address or None, path, options)``;
+    options: ``policy``, ``timeout``, ``num_cpus`` (per shard actor), ``max_restarts``, ``start_timeout``.
 
     ``ray:///data/wiki-shards`` opens a shard set on ``$RAY_ADDRESS`` or a new local cluster;
     ``ray://head:10001/data/wiki-shards`` connects to that cluster (Ray client). A path that went
@@ -218,6 +219,9 @@ def parse_ray_uri(uri: str) -> tuple[str | None, str, dict[str, str]]:
     return None, "/" + body, opts
 
 
+URI_OPTIONS = {"policy": str, "timeout": float, "num_cpus": float, "max_restarts": int, "start_timeout": float}
+
+
 def is_sharded(path: str | os.PathLike) -> bool:
     """Whether ``path`` names a sharded index: a ``ray:`` URI or a shard-set folder."""
     s = os.fspath(path)
@@ -230,11 +234,12 @@ class ShardedRetriever:
 
     Open with :meth:`open`. ``policy``: ``fail`` or ``partial`` (see the module). ``timeout``: seconds a
     query waits for the shards (``None``: no limit). ``num_cpus``: per shard actor. ``max_restarts``:
-    how often Ray restarts a dead shard actor from its folder (``-1``: always)."""
+    how often Ray restarts a dead shard actor from its folder (``-1``: always). ``start_timeout``:
+    seconds the actors may take to load their shards."""
 
     def __init__(self, encoder, path: str | os.PathLike, *, policy: str = "fail", timeout: float | None = None,
                  address: str | bool | None = True, verify: bool = True, num_cpus: float = 1.0,
-                 max_restarts: int = -1):
+                 max_restarts: int = -1, start_timeout: float = 120.0):
         from unirag.config.errors import UsageError
         from unirag.distributed.cluster import connect, require_ray
 
@@ -247,6 +252,7 @@ class ShardedRetriever:
         self.verify = verify
         self.num_cpus = num_cpus
         self.max_restarts = max_restarts
+        self.start_timeout = start_timeout
         self.last_coverage = 1.0
         self.last_missing: tuple[int, ...] = ()
         self._lock = threading.Lock()
@@ -269,11 +275,18 @@ class ShardedRetriever:
         remote = self.ray.remote(ShardActor).options(num_cpus=self.num_cpus, max_restarts=self.max_restarts,
                                                      max_task_retries=0)
         actors = [remote.remote(str(path.resolve() / s["name"]), self.verify) for s in info["shards"]]
-        try:
-            self.ray.get([a.info.remote() for a in actors])  # constructor errors surface here
-        except Exception:
+        try:  # constructor errors surface here; too few free CPUs would leave actors pending forever
+            self.ray.get([a.info.remote() for a in actors], timeout=self.start_timeout)
+        except Exception as exc:
             for a in actors:
                 self.ray.kill(a, no_restart=True)
+            from ray.exceptions import GetTimeoutError
+
+            if isinstance(exc, GetTimeoutError):
+                free = self.ray.available_resources().get("CPU", 0.0)
+                raise ShardUnavailableError(
+                    f"{path}: {len(actors)} shard actors of {self.num_cpus:g} CPUs did not start within "
+                    f"{self.start_timeout:g} s ({free:g} CPUs free); lower num_cpus or add nodes") from None
             raise
         counts = np.array([s["count"] for s in info["shards"]], dtype=np.int64)
         return actors, ShardedStore(path, info), path, info, counts, ShardSetIndex(self, info)
@@ -289,10 +302,12 @@ class ShardedRetriever:
         if s.startswith("ray:"):
             address, s, opts = parse_ray_uri(s)
             options.setdefault("address", address or True)
-            if "policy" in opts:
-                options["policy"] = opts["policy"]
-            if "timeout" in opts:
-                options["timeout"] = float(opts["timeout"])
+            from unirag.config.errors import UsageError
+
+            for key, value in opts.items():
+                if key not in URI_OPTIONS:
+                    raise UsageError(f"{path}: unknown option {key!r} (known: {', '.join(URI_OPTIONS)})")
+                options[key] = URI_OPTIONS[key](value)
         info = read_shard_set(s)
         if encoder is None:
             if info["encoder_info"].get("kind") == "onegen":
