@@ -35,10 +35,10 @@ def index_build(
     ray: bool = typer.Option(False, "--ray", help="Embed on a Ray cluster (Ray Data, a pool of encoder actors): joins "
                              "--ray-address, else $RAY_ADDRESS, else starts a local cluster. The folder is the same as without it."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (auto, HOST:6379, ray://HOST:10001); implies --ray."),
-    ray_concurrency: int = typer.Option(1, "--ray-concurrency", min=1, help="Encoder actors in the Ray pool."),
-    ray_batch_size: int = typer.Option(1024, "--ray-batch-size", min=1, help="Passages per actor call."),
-    ray_cpus: float = typer.Option(1.0, "--ray-cpus", min=0.01, help="CPUs per encoder actor."),
-    ray_gpus: float = typer.Option(0.0, "--ray-gpus", min=0.0, help="GPUs per encoder actor."),
+    ray_concurrency: int = typer.Option(1, "--ray-concurrency", help="Encoder actors in the Ray pool."),
+    ray_batch_size: int = typer.Option(1024, "--ray-batch-size", help="Passages per actor call."),
+    ray_cpus: float = typer.Option(1.0, "--ray-cpus", help="CPUs per encoder actor."),
+    ray_gpus: float = typer.Option(0.0, "--ray-gpus", help="GPUs per encoder actor."),
 ) -> None:
     """Build an index folder: doc store, dense FAISS index and BM25, with a checksummed manifest."""
     from unirag.corpus import read_corpus, split_passages

@@ -44,6 +44,11 @@ class RayEmbedOptions:
         if isinstance(ray, cls):
             opts = ray
         elif isinstance(ray, dict):
+            unknown = set(ray) - set(cls.__dataclass_fields__)
+            if unknown:
+                from unirag.config.errors import UsageError
+
+                raise UsageError(f"ray options: unknown {sorted(unknown)} (known: {sorted(cls.__dataclass_fields__)})")
             opts = cls(**ray)
         elif ray is True or isinstance(ray, str):
             opts = cls(address=ray or True)
@@ -52,11 +57,13 @@ class RayEmbedOptions:
         for key, value in overrides.items():
             if value is not None:
                 setattr(opts, key, value)
-        if opts.concurrency < 1 or opts.batch_size < 1 or opts.num_cpus <= 0 or opts.read_cpus <= 0:
-            from unirag.config.errors import UsageError
+        from unirag.config.errors import UsageError
 
-            raise UsageError(f"ray options: concurrency, batch size and CPUs per actor must be positive "
-                             f"({opts.concurrency}, {opts.batch_size}, {opts.num_cpus})")
+        for name in ("concurrency", "batch_size", "num_cpus", "read_cpus"):
+            if not getattr(opts, name) > 0:
+                raise UsageError(f"ray option {name} = {getattr(opts, name)}: must be positive")
+        if opts.num_gpus < 0:
+            raise UsageError(f"ray option num_gpus = {opts.num_gpus}: must be 0 or more")
         return opts
 
     @property
@@ -101,6 +108,21 @@ def corpus_dataset(docs_dir: str | os.PathLike, read_cpus: float = 0.25):
     return ray.data.read_json(str(Path(docs_dir) / "docs.jsonl"), parse_options=parse, num_cpus=read_cpus)
 
 
+def _free_cpus(ray, needed: float, wait_s: float = 30.0) -> float:
+    """Free CPUs of the cluster, waiting up to ``wait_s`` for actors of an earlier run to release
+    theirs (immediately when the whole cluster has too few)."""
+    import time
+
+    if ray.cluster_resources().get("CPU", 0.0) < needed:
+        return ray.cluster_resources().get("CPU", 0.0)
+    deadline = time.monotonic() + wait_s
+    while True:
+        have = ray.available_resources().get("CPU", 0.0)
+        if have >= needed or time.monotonic() > deadline:
+            return have
+        time.sleep(0.2)
+
+
 def embed_store(docs_dir: str | os.PathLike, encoder: Any, count: int, options: RayEmbedOptions,
                 chunk: int, batch_size: int = 64, sort_by_length: bool = True, bar: Any = None,
                 progress: bool = False) -> Iterator[np.ndarray]:
@@ -116,7 +138,7 @@ def embed_store(docs_dir: str | os.PathLike, encoder: Any, count: int, options: 
     local = options.local_cpus or max(os.cpu_count() or 1, math.ceil(options.cpus_needed))
     started = connect(options.address, local)
     try:
-        have = ray.available_resources().get("CPU", 0.0)
+        have = _free_cpus(ray, options.cpus_needed)
         if have < options.cpus_needed:
             from unirag.config.errors import UsageError
 

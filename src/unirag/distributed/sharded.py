@@ -63,6 +63,9 @@ class ShardActor:
     def info(self) -> dict[str, Any]:
         return {"folder": self.folder, "count": len(self.retriever), "pid": os.getpid()}
 
+    def ping(self) -> None:
+        """Nothing: a round trip, to measure the cost of calling an actor."""
+
     def _local(self, rows: Any) -> set[int]:
         g = np.fromiter((int(r) for r in rows), dtype=np.int64)
         pos = np.searchsorted(self.global_rows, g)
@@ -72,11 +75,15 @@ class ShardActor:
 
     def search(self, qvecs: np.ndarray, k: int, return_vectors: bool = False,
                exclude: Sequence[set[int]] | None = None):
-        """``(scores, global rows, ids, vectors)`` of this shard's top-``k``."""
+        """``(scores, global rows, ids, vectors, seconds)`` of this shard's top-``k`` (``seconds``: the
+        time spent here, to tell shard time from scatter/gather/merge time)."""
+        import time
+
+        t = time.perf_counter()
         local = [self._local(e) for e in exclude] if exclude and any(exclude) else None
         res = self.retriever.search_vectors(qvecs, k, return_vectors, local)
         rows = np.where(res.rows >= 0, self.global_rows[np.maximum(res.rows, 0)], -1)
-        return res.scores, rows, res.ids, res.vectors
+        return res.scores, rows, res.ids, res.vectors, time.perf_counter() - t
 
     def reconstruct(self, local_rows: np.ndarray) -> np.ndarray:
         return self.retriever.index.reconstruct(local_rows)
@@ -84,7 +91,7 @@ class ShardActor:
 
 # --- merging -----------------------------------------------------------------------------------
 def merge_topk(parts: Sequence[tuple], k: int, metric: str = "ip", width: int | None = None):
-    """Merge per-shard ``(scores, rows, ids, vectors)`` into the top-``k`` ``(scores, rows, ids,
+    """Merge per-shard ``(scores, rows, ids, vectors, ...)`` into the top-``k`` ``(scores, rows, ids,
     vectors)`` of ``width`` columns (default ``k``); best first (higher inner product or lower L2
     distance), ties by lower global row; missing hits have row -1 and id ``""``."""
     width = k if width is None else width
@@ -255,6 +262,7 @@ class ShardedRetriever:
         self.start_timeout = start_timeout
         self.last_coverage = 1.0
         self.last_missing: tuple[int, ...] = ()
+        self.last_shard_seconds: tuple[float | None, ...] = ()  # time each shard spent on the last search
         self._lock = threading.Lock()
         self._started = connect(address)
         self._parts = self._open(Path(path))
@@ -392,6 +400,7 @@ class ShardedRetriever:
             raise ShardUnavailableError(f"no shard of {self.path} answered")
         covered = int(counts.sum() - counts[list(missing)].sum()) if missing else int(counts.sum())
         width = k if ex else min(k, max(int(counts.sum()), 1))
+        self.last_shard_seconds = tuple(o[4] if o is not None else None for o in outs)
         scores, rows, ids, vectors = merge_topk(parts, k, info["metric"], width)
         coverage = covered / max(int(counts.sum()), 1)
         self.last_coverage, self.last_missing = coverage, missing

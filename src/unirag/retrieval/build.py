@@ -76,6 +76,10 @@ def build_index(
         from unirag.config.errors import UsageError
 
         raise UsageError("build_index: nothing to build: enable dense and/or bm25")
+    if ray:  # options checked before anything is written
+        from unirag.distributed.embed import RayEmbedOptions
+
+        ray = RayEmbedOptions.coerce(ray)
     out = Path(out)
     with atomic_dir(out) as tmp:
         layout = IndexFolder(tmp)
@@ -99,9 +103,9 @@ def build_index(
 
                 bar = tqdm(total=len(store), desc="embedding corpus", unit=" passages")
             if ray:
-                from unirag.distributed.embed import RayEmbedOptions, embed_store
+                from unirag.distributed.embed import embed_store
 
-                chunks = embed_store(layout.docs_dir, encoder_spec, len(store), RayEmbedOptions.coerce(ray), CHUNK,
+                chunks = embed_store(layout.docs_dir, encoder_spec, len(store), ray, CHUNK,
                                      batch_size, sort_by_length, bar)
             else:
                 chunks = (encoder.encode([store[r].contents for r in range(start, min(start + CHUNK, len(store)))],
