@@ -90,6 +90,11 @@ class LoadConfig(ConfigBase):
 def check_index(index: str | os.PathLike) -> None:
     """Read the manifest of an index folder, or the ``shards.json`` of a shard set (a folder or a
     ``ray://`` URI; its actors start when the engine loads); clear errors, nothing loaded."""
+    index_encoder(index)
+
+
+def index_encoder(index: str | os.PathLike) -> str:
+    """The encoder named by an index folder's manifest or a shard set's ``shards.json``."""
     from unirag.distributed.sharded import is_sharded
 
     if is_sharded(index):
@@ -97,11 +102,10 @@ def check_index(index: str | os.PathLike) -> None:
         from unirag.distributed.shards import read_shard_set
 
         s = os.fspath(index)
-        read_shard_set(parse_ray_uri(s)[1] if s.startswith("ray:") else s)
-        return
+        return read_shard_set(parse_ray_uri(s)[1] if s.startswith("ray:") else s)["encoder"]
     from unirag.index.folder import IndexFolder
 
-    IndexFolder(index).read_manifest()
+    return IndexFolder(index).read_manifest().encoder
 
 
 class RAG:
@@ -290,9 +294,7 @@ def _rag(cfg: LoadConfig, progress: bool) -> Any:
     if cfg.model:
         model = RagModel.from_pretrained(cfg.model, index=folder)
     else:
-        from unirag.index.folder import IndexFolder
-
-        encoder = IndexFolder(folder).read_manifest().encoder or RagConfig.question_encoder  # queries as the index's documents
+        encoder = index_encoder(folder) or RagConfig.question_encoder  # queries as the index's documents
         model = RagModel.from_config(RagConfig(variant=variant, question_encoder=encoder, generator=cfg.generator),
                                      index=folder)
     if cfg.k is not None:
