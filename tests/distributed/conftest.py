@@ -1,6 +1,7 @@
 """Ray tests: one local Ray session for this folder (2 logical CPUs, no dashboard).
 
-Ray is an optional extra (``pip install 'unirag[ray]'``); without it these tests skip, saying so."""
+Ray is an optional extra (``pip install 'unirag[ray]'``, part of ``all``); without it the tests that
+need a cluster skip, saying so, and those that do not (splitting, merging) still run."""
 
 from __future__ import annotations
 
@@ -10,14 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'unirag[ray]' to run the distributed tests")
-
+RAY_MISSING = "Ray is not installed: pip install 'unirag[ray]' to run the Ray cluster tests"
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 @pytest.fixture(scope="package")
 def ray_session():
-    """One local Ray cluster for the tests of this folder (starting one costs 10-20 s on a busy machine); its workers import unirag from this checkout."""
+    """One local Ray cluster for the tests of this folder (starting one costs 10-20 s on a busy
+    machine); its workers import unirag from this checkout."""
+    ray = pytest.importorskip("ray", reason=RAY_MISSING)
     if ray.is_initialized():
         ray.shutdown()
     path = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p)

@@ -264,7 +264,10 @@ class ShardedRetriever:
         self.last_missing: tuple[int, ...] = ()
         self.last_shard_seconds: tuple[float | None, ...] = ()  # time each shard spent on the last search
         self._lock = threading.Lock()
-        self._started = connect(address)
+        import math
+
+        n = int(read_shard_set(path)["n_shards"])  # a local cluster gets room for every shard actor
+        self._started = connect(address, max(os.cpu_count() or 1, math.ceil(n * num_cpus)))
         self._parts = self._open(Path(path))
 
     def _open(self, path: Path):
