@@ -72,9 +72,7 @@ class LoadConfig(ConfigBase):
         if self.num_beams < 1:
             raise ConfigError(f"num_beams = {self.num_beams}: must be >= 1")
         if self.index is not None:
-            from unirag.index.folder import IndexFolder
-
-            IndexFolder(self.index).read_manifest()  # a clear error now, not after loading models
+            check_index(self.index)  # a clear error now, not after loading models
         if self.model is not None and not Path(self.model).is_dir():
             from unirag.models.registry import ModelNotFoundError
 
@@ -87,6 +85,27 @@ class LoadConfig(ConfigBase):
                 raise ConfigError(f"decoding {self.decoding!r} is not a {self.engine} decoding; use one of "
                                   f"{list(DECODINGS[variant])}")
         return self
+
+
+def check_index(index: str | os.PathLike) -> None:
+    """Read the manifest of an index folder, or the ``shards.json`` of a shard set (a folder or a
+    ``ray://`` URI; its actors start when the engine loads); clear errors, nothing loaded."""
+    index_encoder(index)
+
+
+def index_encoder(index: str | os.PathLike) -> str:
+    """The encoder named by an index folder's manifest or a shard set's ``shards.json``."""
+    from unirag.distributed.sharded import is_sharded
+
+    if is_sharded(index):
+        from unirag.distributed.sharded import parse_ray_uri
+        from unirag.distributed.shards import read_shard_set
+
+        s = os.fspath(index)
+        return read_shard_set(parse_ray_uri(s)[1] if s.startswith("ray:") else s)["encoder"]
+    from unirag.index.folder import IndexFolder
+
+    return IndexFolder(index).read_manifest().encoder
 
 
 class RAG:
@@ -176,9 +195,7 @@ class RAG:
 
     def swap_index(self, folder: str | os.PathLike) -> None:
         """Answer from another index folder from now on (same embedding function, no reload)."""
-        from unirag.index.folder import IndexFolder
-
-        IndexFolder(folder).read_manifest()
+        check_index(folder)
         self.engine.swap_index(str(folder))
 
     def add_documents(self, passages: Iterable[Any]) -> dict[str, Any]:
@@ -307,12 +324,13 @@ def _rag(cfg: LoadConfig, progress: bool) -> Any:
     if cfg.model:
         model = RagModel.from_pretrained(cfg.model, index=folder)
     else:
+        from unirag.distributed.sharded import is_sharded
         from unirag.index.folder import IndexFolder
 
-        manifest = IndexFolder(folder).read_manifest()
-        encoder = manifest.encoder or RagConfig.question_encoder  # queries as the index's documents
+        encoder = index_encoder(folder) or RagConfig.question_encoder  # queries as the index's documents
         # cosine scores of a normalising encoder lie in [-1, 1]: scaled, so that p(z|x) is not near-uniform
-        scale = 20.0 if manifest.encoder_info.get("normalize") else 1.0
+        info = {} if is_sharded(folder) else IndexFolder(folder).read_manifest().encoder_info
+        scale = 20.0 if info.get("normalize", True) else 1.0
         model = RagModel.from_config(RagConfig(variant=variant, question_encoder=encoder, generator=cfg.generator,
                                                doc_score_scale=scale), index=folder)
     if cfg.k is not None:

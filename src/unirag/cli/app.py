@@ -15,6 +15,7 @@ import unirag.cli.evaluate  # noqa: F401
 import unirag.cli.onegen  # noqa: F401
 import unirag.cli.onegen_train  # noqa: F401
 import unirag.cli.rag  # noqa: F401
+import unirag.cli.shard  # noqa: F401
 from unirag.cli.common import click_exceptions, debug_enabled, err, known_errors
 from unirag.cli.groups import app
 

@@ -32,6 +32,13 @@ def index_build(
     overlap: int = typer.Option(0, help="Words shared by consecutive passages when splitting."),
     batch_size: int = typer.Option(64, help="Embedding batch size (batches are formed from length-sorted passages)."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    ray: bool = typer.Option(False, "--ray", help="Embed on a Ray cluster (Ray Data, a pool of encoder actors): joins "
+                             "--ray-address, else $RAY_ADDRESS, else starts a local cluster. The folder is the same as without it."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (auto, HOST:6379, ray://HOST:10001); implies --ray."),
+    ray_concurrency: int = typer.Option(1, "--ray-concurrency", help="Encoder actors in the Ray pool."),
+    ray_batch_size: int = typer.Option(1024, "--ray-batch-size", help="Passages per actor call."),
+    ray_cpus: float = typer.Option(1.0, "--ray-cpus", help="CPUs per encoder actor."),
+    ray_gpus: float = typer.Option(0.0, "--ray-gpus", help="GPUs per encoder actor."),
 ) -> None:
     """Build an index folder: doc store, dense FAISS index and BM25, with a checksummed manifest."""
     from unirag.corpus import read_corpus, split_passages
@@ -56,8 +63,12 @@ def index_build(
         passages = read_corpus(corpus)
     if split_words:
         passages = split_passages(passages, split_words, overlap)
+    ray_opts = None
+    if ray or ray_address:
+        ray_opts = {"address": ray_address or True, "concurrency": ray_concurrency, "batch_size": ray_batch_size,
+                    "num_cpus": ray_cpus, "num_gpus": ray_gpus}
     build_index(passages, out_dir, encoder=encoder, factory=factory, dense=dense, bm25=bm25,
-                batch_size=batch_size, progress=not as_json)
+                batch_size=batch_size, progress=not as_json, ray=ray_opts)
     manifest = IndexFolder(out_dir).read_manifest()
     if as_json:
         print_json({"path": str(out_dir), **manifest.to_dict()})

@@ -113,11 +113,24 @@ def open_onegen_index(path: str | os.PathLike, model: Any, model_name: str | Non
                       verify: bool = True) -> Any:
     """A :class:`~unirag.retrieval.DenseRetriever` over a OneGen index folder, queried by ``model``.
 
-    Refuses a folder whose vectors are not a OneGen model's, or (with ``model_name``) another model's."""
+    Refuses a folder whose vectors are not a OneGen model's, or (with ``model_name``) another model's.
+    A shard set (folder or ``ray://`` URI) opens a sharded retriever on Ray actors."""
+    from unirag.distributed.sharded import is_sharded
     from unirag.index.errors import IndexMismatchError
     from unirag.index.vector import Index
     from unirag.retrieval.dense import DenseRetriever
 
+    if is_sharded(path):
+        from unirag.distributed.sharded import ShardedRetriever, parse_ray_uri
+        from unirag.distributed.shards import read_shard_set
+
+        s = os.fspath(path)
+        info = read_shard_set(parse_ray_uri(s)[1] if s.startswith("ray:") else s)
+        if info["encoder_info"].get("kind") != KIND:
+            raise IndexMismatchError(f"{s} holds vectors of '{info['encoder']}', not of a OneGen model")
+        if model_name and info["encoder"] and info["encoder"] != model_name:
+            raise IndexMismatchError(f"{s} holds vectors of model '{info['encoder']}', not '{model_name}'")
+        return ShardedRetriever.open(path, OneGenEncoder(model, role, name=info["encoder"]), verify=verify)
     path = Path(path)
     index = Index.load(path, verify=verify)
     m = index.manifest

@@ -58,6 +58,7 @@ def build_index(
     deterministic: bool = True,
     registry: dict | None = None,
     lock: bool = True,
+    ray=None,
 ) -> Path:
     """Write an index folder at ``out``: ``docs/`` (doc store), ``index.faiss`` (dense, embedded
     with ``encoder`` in length-sorted batches), ``bm25/`` and ``manifest.json`` with checksums.
@@ -66,6 +67,10 @@ def build_index(
     with ``name``, ``dim`` and ``encode(texts, batch_size=, sort_by_length=, bar=)`` (and
     optionally ``info()`` for the manifest), e.g. a OneGen model's
     :class:`~unirag.onegen.docindex.OneGenEncoder`.
+
+    ``ray``: embed on a Ray cluster instead of in this process (``True``: ``$RAY_ADDRESS`` or a new
+    local cluster; an address; or a dict / :class:`~unirag.distributed.embed.RayEmbedOptions` with
+    ``concurrency``, ``batch_size``, ``num_cpus`` per actor). The folder is the same either way.
 
     The folder appears only when complete; an existing one is replaced only on success. Writers
     of one folder are serialised by the lock :func:`unirag.retrieval.update.writer_lock` takes
@@ -80,6 +85,10 @@ def build_index(
         from unirag.config.errors import UsageError
 
         raise UsageError("build_index: nothing to build: enable dense and/or bm25")
+    if ray:  # options checked before anything is written
+        from unirag.distributed.embed import RayEmbedOptions
+
+        ray = RayEmbedOptions.coerce(ray)
     out = Path(out)
     with writer_lock(out) if lock else contextlib.nullcontext():
         remove_stale_versions(out)
@@ -90,6 +99,7 @@ def build_index(
             if bm25:
                 build_bm25((p.contents for p in store), layout.bm25_dir)
             if dense:
+                encoder_spec = encoder  # what Ray actors load: the name, or the embedding function itself
                 if isinstance(encoder, str):
                     from unirag.models.encoder import Encoder
 
@@ -103,10 +113,17 @@ def build_index(
                     from tqdm.auto import tqdm
 
                     bar = tqdm(total=len(store), desc="embedding corpus", unit=" passages")
+                if ray:
+                    from unirag.distributed.embed import embed_store
+
+                    chunks = embed_store(layout.docs_dir, encoder_spec, len(store), ray, CHUNK,
+                                         batch_size, sort_by_length, bar)
+                else:
+                    chunks = (encoder.encode([store[r].contents for r in range(start, min(start + CHUNK, len(store)))],
+                                             batch_size=batch_size, sort_by_length=sort_by_length, bar=bar)
+                              for start in range(0, len(store), CHUNK))
                 with _faiss_threads(factory, deterministic):
-                    for start in range(0, len(store), CHUNK):
-                        texts = [store[r].contents for r in range(start, min(start + CHUNK, len(store)))]
-                        vecs = encoder.encode(texts, batch_size=batch_size, sort_by_length=sort_by_length, bar=bar)
+                    for vecs in chunks:
                         index.add(vecs)
                 if bar is not None:
                     bar.close()

@@ -54,8 +54,16 @@ class DenseRetriever:
 
     @classmethod
     def load(cls, path: str | os.PathLike, encoder=None, verify: bool = True) -> DenseRetriever:
-        """Open an index folder; the encoder defaults to the one named in its manifest."""
+        """Open an index folder; the encoder defaults to the one named in its manifest. A shard set
+        (folder or ``ray://`` URI) opens a :class:`~unirag.distributed.sharded.ShardedRetriever`,
+        which speaks the same verbs."""
+        from unirag.distributed.sharded import is_sharded
         from unirag.models.encoder import Encoder
+
+        if is_sharded(path):
+            from unirag.distributed.sharded import open_sharded
+
+            return open_sharded(path, encoder=encoder, verify=verify)  # type: ignore[return-value]
 
         path = Path(path)
         index = Index.load(path, verify=verify)

@@ -20,7 +20,8 @@ def check_retriever_kind(kind: str, option: str = "kind") -> Kind:
 
 
 def load_retriever(path: str | os.PathLike, kind: Kind = "dense", encoder=None, verify: bool = True) -> Retriever:
-    """``dense`` (FAISS + encoder), ``bm25`` or ``hybrid`` (RRF of both) over index folder ``path``.
+    """``dense`` (FAISS + encoder), ``bm25`` or ``hybrid`` (RRF of both) over index folder ``path``;
+    a shard-set folder or a ``ray://`` URI opens a :class:`~unirag.distributed.sharded.ShardedRetriever`.
 
     The kind and the folder's parts are checked before any model is loaded."""
     from unirag.index.folder import IndexFolder
@@ -29,6 +30,14 @@ def load_retriever(path: str | os.PathLike, kind: Kind = "dense", encoder=None, 
     from unirag.retrieval.hybrid import HybridRetriever
 
     check_retriever_kind(kind)
+    from unirag.distributed.sharded import is_sharded
+
+    if is_sharded(path):  # a shard set (folder or ray:// URI): dense search on Ray shard actors
+        if kind != "dense":
+            raise UsageError(f"a sharded index serves dense search only, not {kind!r}")
+        from unirag.distributed.sharded import open_sharded
+
+        return open_sharded(path, encoder=encoder, verify=verify)
     IndexFolder(path).require(kind)
     if kind == "dense":
         return DenseRetriever.load(path, encoder=encoder, verify=verify)
