@@ -6,6 +6,9 @@ d), metric ``IP``, consistency ``Strong`` (a search sees every finished insert).
 
 * ``index=FLAT`` (default) | ``HNSW`` (``M``, ``efConstruction``; search ``ef``) | ``IVF_FLAT`` /
   ``IVF_SQ8`` (``nlist``; search ``nprobe``) | ``IVF_PQ`` (``nlist``, ``m``, ``nbits``; ``nprobe``)
+* ``consistency=Session`` (default for search and reconstruct: this client's own writes are visible; a
+  ``Strong`` read waits for Milvus's next time tick, ~0.2 s) | ``Strong`` | ``Bounded`` | ``Eventually``.
+  Counts are always ``Strong``.
 * ``db=name`` (a Milvus database), ``secure=true`` (TLS); a ``user:password@`` part becomes the token.
 """
 
@@ -16,7 +19,8 @@ import numpy as np
 from unirag.index.errors import IndexFormatError
 from unirag.index.store import ExternalIndex, StoreURI, missing_client
 
-OPTIONS = ("index", "M", "efConstruction", "nlist", "m", "nbits", "ef", "nprobe")
+OPTIONS = ("index", "M", "efConstruction", "nlist", "m", "nbits", "ef", "nprobe", "consistency")
+CONSISTENCY = ("Strong", "Session", "Bounded", "Eventually")
 BUILD = {"FLAT": (), "HNSW": ("M", "efConstruction"), "IVF_FLAT": ("nlist",), "IVF_SQ8": ("nlist",),
          "IVF_PQ": ("nlist", "m", "nbits")}
 DEFAULTS = {"M": 16, "efConstruction": 200, "nlist": 1024, "m": 16, "nbits": 8}
@@ -48,6 +52,10 @@ class MilvusIndex(ExternalIndex):
         self.index_kind = kind
         self.client = client
         self.name = spec.name
+        level = spec.options.get("consistency", "Session").capitalize()
+        if level not in CONSISTENCY:
+            raise IndexFormatError(f"{spec.public()}: consistency={level!r}: choose from {', '.join(CONSISTENCY)}")
+        self.consistency = level
 
     @staticmethod
     def _client(spec: StoreURI):
@@ -112,7 +120,6 @@ class MilvusIndex(ExternalIndex):
             params = {p: int(spec.options.get(p, DEFAULTS[p])) for p in BUILD[store.index_kind]}
             index.add_index(field_name="embedding", index_type=store.index_kind, metric_type="IP", params=params)
             client.create_collection(spec.name, schema=schema, index_params=index, consistency_level="Strong")
-            client.load_collection(spec.name)
         except BaseException:
             client.close()
             raise
@@ -164,7 +171,7 @@ class MilvusIndex(ExternalIndex):
         for s in range(0, len(q), MAX_TOPK):
             res = self.client.search(self.name, data=q[s : s + MAX_TOPK].tolist(), limit=k, anns_field="embedding",
                                      search_params={"metric_type": "IP", "params": params},
-                                     consistency_level="Strong")
+                                     consistency_level=self.consistency)
             for hits in res:
                 out.append((np.fromiter((h["id"] for h in hits), dtype=np.int64, count=len(hits)),
                             np.fromiter((h["distance"] for h in hits), dtype=np.float32, count=len(hits))))
@@ -174,7 +181,7 @@ class MilvusIndex(ExternalIndex):
         got = {}
         for s in range(0, len(rows), CHUNK):
             for rec in self.client.get(self.name, ids=rows[s : s + CHUNK].tolist(), output_fields=["embedding"],
-                                       consistency_level="Strong"):
+                                       consistency_level=self.consistency):
                 got[int(rec["row"])] = np.asarray(rec["embedding"], dtype=np.float32)
         return got
 
