@@ -96,3 +96,11 @@ def test_update_refuses_a_store_backed_folder(store_folder):
 
     with pytest.raises(UsageError, match="external store pgvector://"):
         update_index(store_folder.path, encoder=HashEncoder(), add=[Passage("new", "river city")])
+
+
+def test_cli_export_store_rejects_a_path_as_uri(tmp_path, capsys):
+    from unirag.cli.app import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["index", "export-store", str(tmp_path), str(tmp_path / "x")])
+    assert exc.value.code == 2 and "expected pgvector://" in capsys.readouterr().err

@@ -202,3 +202,14 @@ def test_pgvector_listens_on_a_unix_socket_only(pg_server):
         assert conn.execute("SHOW listen_addresses").fetchone()[0] == ""
     finally:
         conn.close()
+
+
+def test_cli_export_store(store_uri, faiss_folder, tmp_path):
+    from unirag.cli.app import main
+
+    dest = tmp_path / "cli-out"
+    with pytest.raises(SystemExit) as exc:
+        main(["index", "export-store", str(faiss_folder), store_uri, "--out", str(dest), "--json"])
+    assert exc.value.code == 0
+    with open_index(dest) as store:
+        assert len(store) == 120 and store.manifest.encoder == "hash-bow"
