@@ -213,3 +213,39 @@ def test_cli_export_store(store_uri, faiss_folder, tmp_path):
     assert exc.value.code == 0
     with open_index(dest) as store:
         assert len(store) == 120 and store.manifest.encoder == "hash-bow"
+
+
+@pytest.mark.parametrize("options", ["index=hnsw&m=8&ef_construction=32&ef_search=100", "index=ivfflat&lists=4&probes=4"])
+def test_pgvector_ann_index_is_used_and_finds_neighbours(pg_server, options):
+    from unirag.index.pgvector import PgVectorIndex
+
+    uri = f"{pg_server.uri}&table=ann_{options.split('&')[0].split('=')[1]}&{options}"
+    x, q = unit_vectors(300, 10), unit_vectors(10, 11)
+    with create_store(uri, D, overwrite=True) as store:
+        assert isinstance(store, PgVectorIndex) and store.index_kind in store.manifest.factory
+        store.add(x)
+        store.finish_build()
+        _, rows = store.search(q, 10)
+        _, truth = flat(x).search(q, 10)
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, truth)])
+        assert recall >= 0.9
+        store.conn.execute("SET enable_seqscan = off")  # a tiny table: make the planner show the index path
+        from psycopg import sql
+
+        explain = sql.SQL("EXPLAIN ") + store.search_sql(10)
+        plan = store.conn.execute(explain, (["[" + ",".join(["0.5"] * D) + "]"],)).fetchall()
+        assert "_embedding_idx" in " ".join(r[0] for r in plan)
+        store.drop()
+
+
+def test_milvus_hnsw_index(milvus):
+    uri = f"{milvus.uri}/ann_hnsw?index=HNSW&M=8&efConstruction=64&ef=64"
+    x, q = unit_vectors(300, 12), unit_vectors(10, 13)
+    with create_store(uri, D, overwrite=True) as store:
+        assert store.manifest.factory == "milvus:HNSW(M=8,efConstruction=64)"
+        store.add(x)
+        store.finish_build()
+        _, rows = store.search(q, 10)
+        _, truth = flat(x).search(q, 10)
+        assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, truth)]) >= 0.9
+        store.drop()

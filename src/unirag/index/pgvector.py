@@ -70,7 +70,7 @@ class PgVectorIndex(ExternalIndex):
         sql = _psycopg().sql
         parts = spec.name.split(".")
         self._table = sql.Identifier(*parts)
-        self._index_name = sql.Identifier(*parts[:-1], parts[-1] + "_embedding_idx")
+        self._index_name = sql.Identifier(parts[-1] + "_embedding_idx")  # created in the table's schema
         self._apply_search_params()
 
     # --- connecting ----------------------------------------------------------------------------
@@ -177,14 +177,18 @@ class PgVectorIndex(ExternalIndex):
         with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(q) as cp:
             cp.write(copy_binary(rows, x))
 
-    def _search(self, q: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    def search_sql(self, k: int):
+        """The one statement that searches all queries (a text[] of vectors) at once: a lateral
+        top-k per query, which an HNSW / IVFFlat index serves (``ORDER BY embedding <#> q LIMIT k``)."""
         sql = _psycopg().sql
         order = sql.SQL('d, "row"' if self.index_kind == "flat" else "d")  # exact: ties broken by row
-        stmt = sql.SQL(
+        return sql.SQL(
             'SELECT q.i, t."row", t.d FROM (SELECT i, v::vector AS v FROM unnest(%s::text[]) WITH ORDINALITY '
             "AS u(v, i)) q CROSS JOIN LATERAL (SELECT \"row\", embedding <#> q.v AS d FROM {} "
             "ORDER BY {} LIMIT {}) t ORDER BY q.i, t.d, t.\"row\"").format(self._table, order, sql.Literal(int(k)))
-        res = self.conn.execute(stmt, ([vector_text(v) for v in q],)).fetchall()
+
+    def _search(self, q: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        res = self.conn.execute(self.search_sql(k), ([vector_text(v) for v in q],)).fetchall()
         out: list[tuple[list[int], list[float]]] = [([], []) for _ in range(len(q))]
         for i, row, d in res:
             out[i - 1][0].append(row)
@@ -212,12 +216,12 @@ class PgVectorIndex(ExternalIndex):
             self.conn.execute(sql.SQL(
                 "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_ip_ops) "
                 "WITH (m = {}, ef_construction = {})").format(
-                    sql.Identifier(self._index_name.strings[-1]), self._table,
+                    self._index_name, self._table,
                     sql.Literal(int(o.get("m", 16))), sql.Literal(int(o.get("ef_construction", 64)))))
         elif self.index_kind == "ivfflat":
             self.conn.execute(sql.SQL(
                 "CREATE INDEX IF NOT EXISTS {} ON {} USING ivfflat (embedding vector_ip_ops) "
-                "WITH (lists = {})").format(sql.Identifier(self._index_name.strings[-1]), self._table,
+                "WITH (lists = {})").format(self._index_name, self._table,
                                             sql.Literal(int(o.get("lists", 100)))))
         self.conn.execute(sql.SQL("ANALYZE {}").format(self._table))
 
