@@ -189,9 +189,20 @@ class MilvusIndex(ExternalIndex):
         for s in range(0, len(rows), CHUNK):
             self.client.delete(self.name, ids=rows[s : s + CHUNK].tolist())
 
-    def finish_build(self) -> None:
-        """Seal the inserted segments (``flush``) so Milvus indexes and persists them."""
+    def finish_build(self, timeout: float = 3600.0) -> None:
+        """Seal the inserted segments (``flush``) so Milvus persists them, and wait until its index
+        covers every sealed row (``describe_index``: no pending rows)."""
+        import time
+
         self.client.flush(self.name)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            info = self.client.describe_index(self.name, "embedding")
+            if int(info.get("pending_index_rows", 0)) == 0 and int(info.get("indexed_rows", 0)) >= int(
+                    info.get("total_rows", 0)):
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"{self.uri}: the index did not cover every row within {timeout:.0f} s")
 
     def drop(self) -> None:
         self.client.drop_collection(self.name)

@@ -149,6 +149,7 @@ class PgVectorIndex(ExternalIndex):
     # --- the back end's verbs ------------------------------------------------------------------
     def _apply_search_params(self) -> None:
         sql = _psycopg().sql
+        self.conn.execute("SET jit = off")  # LLVM compiles a top-k scan per query for no gain
         for opt, guc in (("ef_search", "hnsw.ef_search"), ("probes", "ivfflat.probes")):
             if opt in self.spec.options:
                 self.conn.execute(sql.SQL("SET {} = {}").format(sql.SQL(guc),
@@ -182,9 +183,10 @@ class PgVectorIndex(ExternalIndex):
         top-k per query, which an HNSW / IVFFlat index serves (``ORDER BY embedding <#> q LIMIT k``)."""
         sql = _psycopg().sql
         order = sql.SQL('d, "row"' if self.index_kind == "flat" else "d")  # exact: ties broken by row
+        # MATERIALIZED: each query's text is parsed into a vector once, not once per table row
         return sql.SQL(
-            'SELECT q.i, t."row", t.d FROM (SELECT i, v::vector AS v FROM unnest(%s::text[]) WITH ORDINALITY '
-            "AS u(v, i)) q CROSS JOIN LATERAL (SELECT \"row\", embedding <#> q.v AS d FROM {} "
+            "WITH q AS MATERIALIZED (SELECT i, v::vector AS v FROM unnest(%s::text[]) WITH ORDINALITY AS u(v, i)) "
+            'SELECT q.i, t."row", t.d FROM q CROSS JOIN LATERAL (SELECT "row", embedding <#> q.v AS d FROM {} '
             "ORDER BY {} LIMIT {}) t ORDER BY q.i, t.d, t.\"row\"").format(self._table, order, sql.Literal(int(k)))
 
     def _search(self, q: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
