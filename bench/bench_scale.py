@@ -10,8 +10,10 @@ clustered unit vectors of the encoder's dimension (all-MiniLM-L6-v2: 384).
 trains on 40 * nlist sampled vectors (k-means cost grows with sample x nlist). At sizes
 above 100k only ``--big-factories`` run (in that order, cheapest first; each result is written as soon
 as it is measured, so a run cut short keeps what it finished). Builds use every core FAISS sees;
-searches run one query at a time on one thread (the serving case). Prints a table and writes
-bench/results/scale.json.
+searches run one query at a time on one thread (the serving case). Wall times and CPU times are both
+recorded: on a shared machine the CPU seconds (``build_cpu_s``, ``qps_per_core`` = queries per CPU
+second) are the figures that carry over to a dedicated one. Prints a table and writes
+bench/results/scale.json (``--report`` prints it as Markdown).
 """
 
 from __future__ import annotations
@@ -72,15 +74,17 @@ def recall_at(rows: np.ndarray, truth: np.ndarray, k: int = 10) -> float:
     return float(np.mean([len(set(r[:k]) & set(t[:k])) / k for r, t in zip(rows, truth)]))
 
 
-def one_at_a_time(index, q: np.ndarray, k: int) -> tuple[np.ndarray, list[float]]:
+def one_at_a_time(index, q: np.ndarray, k: int) -> tuple[np.ndarray, list[float], float]:
+    """Rows, wall seconds of each query, and CPU seconds of them all (one thread)."""
     rows = np.empty((len(q), k), dtype=np.int64)
     times = []
+    c0 = time.process_time()
     for i in range(len(q)):
         t = time.perf_counter()
         _, r = index.search(q[i : i + 1], k)
         times.append(time.perf_counter() - t)
         rows[i] = r[0]
-    return rows, times
+    return rows, times, time.process_time() - c0
 
 
 def measure(factory: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray, threads: int) -> list[dict]:
@@ -89,15 +93,15 @@ def measure(factory: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray, threa
     n, d = x.shape
     faiss.omp_set_num_threads(threads)
     index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
-    t0 = time.perf_counter()
-    train_s = 0.0
+    t0, c0 = time.perf_counter(), time.process_time()
+    train_s = train_cpu = 0.0
     if not index.is_trained:
         sample = x[np.random.default_rng(1).choice(n, min(n, 40 * nlist_for(n)), replace=False)]
         index.train(sample)
-        train_s = time.perf_counter() - t0
+        train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     for s in range(0, n, 100_000):
         index.add(x[s : s + 100_000])
-    build_s = time.perf_counter() - t0
+    build_s, build_cpu = time.perf_counter() - t0, time.process_time() - c0
     size = index_bytes(index)
     faiss.omp_set_num_threads(1)
     out = []
@@ -107,22 +111,35 @@ def measure(factory: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray, threa
         if name:
             faiss.ParameterSpace().set_index_parameter(index, name, value)
         one_at_a_time(index, q[:10], 10)  # warm-up
-        rows, times = one_at_a_time(index, q, 10)
+        rows, times, cpu = one_at_a_time(index, q, 10)
         times.sort()
         out.append({
             "n": n, "factory": factory, "search": f"{name}={value}" if name else "exact",
             "bytes_per_vector": round(size / n, 1), "index_MiB": round(size / 2**20, 1),
             "train_s": round(train_s, 1), "build_s": round(build_s, 1), "build_threads": threads,
+            "train_cpu_s": round(train_cpu, 1), "build_cpu_s": round(build_cpu, 1),
             "qps_1thread": round(len(q) / sum(times), 1), "p50_ms": round(1000 * times[len(times) // 2], 3),
+            "cpu_ms_per_query": round(1000 * cpu / len(q), 3), "qps_per_core": round(len(q) / max(cpu, 1e-9), 1),
             "p99_ms": round(1000 * times[min(len(times) - 1, int(len(times) * 0.99))], 3),
-            "recall@10": round(recall_at(rows, truth), 4),
+            "recall@10": round(recall_at(rows, truth), 4), "load_average": round(os.getloadavg()[0], 1),
         })
     del index
     return out
 
 
+def markdown(results: list[dict]) -> str:
+    """The results as a Markdown table (``--report``: from bench/results/<out>.json, no measuring)."""
+    cols = ["n", "factory", "search", "bytes_per_vector", "build_s", "build_cpu_s", "qps_1thread",
+            "qps_per_core", "recall@10", "load_average"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(f"{r.get(c, ''):,}" if isinstance(r.get(c), int) else str(r.get(c, '')) for c in cols) + " |"
+              for r in results]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--report", action="store_true", help="print the saved results as Markdown and exit")
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--queries", type=int, default=200)
@@ -130,12 +147,16 @@ def main() -> None:
     ap.add_argument("--big-factories", default="Flat;IVF{nlist},PQ48;HNSW32_SQ8;HNSW32", help="';'-separated")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="FAISS threads for building")
     ap.add_argument("--out", default="scale")
+    ap.add_argument("--append", action="store_true", help="keep the results already in the JSON file")
     args = ap.parse_args()
 
+    prior = RESULTS / f"{args.out}.json"
+    if args.report:
+        print(markdown(json.loads(prior.read_text())["results"]))
+        return
     import faiss
 
-    results: list[dict] = []
-    prior = RESULTS / f"{args.out}.json"
+    results: list[dict] = json.loads(prior.read_text())["results"] if args.append and prior.exists() else []
     meta = {"dim": args.dim, "queries": args.queries, "faiss": faiss.__version__,
             "load_average_at_start": os.getloadavg()}
     for n in (int(s) for s in args.sizes.split(",")):

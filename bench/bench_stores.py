@@ -39,6 +39,10 @@ def run(name: str, uri: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray) ->
         t = time.perf_counter()
         store.finish_build()
         index_s = time.perf_counter() - t
+        size = ""
+        if name.startswith("pgvector"):  # table + its indexes (heap, TOAST, primary key, HNSW)
+            size = round(store.conn.execute("SELECT pg_total_relation_size(to_regclass(%s))",
+                                            (store.spec.name,)).fetchone()[0] / len(x), 1)
         for i in range(5):
             store.search(q[i : i + 1], 10)
         times, rows = [], []
@@ -50,7 +54,7 @@ def run(name: str, uri: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray) ->
         store.drop()
     times.sort()
     return {"store": name, "n": len(x), "load_s": round(load_s, 2), "vectors_per_s": round(len(x) / load_s),
-            "index_build_s": round(index_s, 2), "p50_ms": round(1000 * times[len(times) // 2], 2),
+            "index_build_s": round(index_s, 2), "bytes_per_vector": size, "p50_ms": round(1000 * times[len(times) // 2], 2),
             "p90_ms": round(1000 * times[int(len(times) * 0.9)], 2),
             "recall@10": round(recall_at(np.array(rows), truth), 4)}
 
@@ -90,7 +94,7 @@ def main() -> None:
             times.append(time.perf_counter() - t)
         times.sort()
         rows.append({"store": f"faiss {factory}", "n": args.n, "load_s": round(build, 2), "vectors_per_s": "",
-                     "index_build_s": "", "p50_ms": round(1000 * times[len(times) // 2], 2),
+                     "index_build_s": "", "bytes_per_vector": "", "p50_ms": round(1000 * times[len(times) // 2], 2),
                      "p90_ms": round(1000 * times[int(len(times) * 0.9)], 2),
                      "recall@10": round(recall_at(np.array(got), truth), 4)})
     servers = {"pgvector": pgvector_server, "milvus": milvus_server}
