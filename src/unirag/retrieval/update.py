@@ -189,6 +189,10 @@ def update_index(
         if verify:
             layout.verify(manifest)
         dense, bm25 = layout.has_dense, layout.has_bm25
+        if dense and manifest.extra.get("store"):
+            raise UsageError(f"{path}: its vectors live in the external store {manifest.extra['store']}; "
+                             "updating such a folder is not supported yet (rebuild the FAISS folder, update "
+                             "it, and export it again with unirag.index.export_store)")
         store = DocStore(layout.docs_dir)
         old_index = enc = None
         try:
