@@ -137,6 +137,7 @@ def embed_store(docs_dir: str | os.PathLike, encoder: Any, count: int, options: 
 
     local = options.local_cpus or max(os.cpu_count() or 1, math.ceil(options.cpus_needed))
     started = connect(options.address, local)
+    ctx = saved = None
     try:
         have = _free_cpus(ray, options.cpus_needed)
         if have < options.cpus_needed:
@@ -148,6 +149,7 @@ def embed_store(docs_dir: str | os.PathLike, encoder: Any, count: int, options: 
         import ray.data
 
         ctx = ray.data.DataContext.get_current()
+        saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)  # restored below
         ctx.execution_options.preserve_order = True  # output rows in corpus order
         ctx.enable_progress_bars = progress
         if not progress:
@@ -171,4 +173,6 @@ def embed_store(docs_dir: str | os.PathLike, encoder: Any, count: int, options: 
         if seen != count:
             raise RuntimeError(f"Ray embedding returned {seen} vectors for {count} passages")
     finally:
+        if saved is not None:
+            ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
         disconnect(started)
