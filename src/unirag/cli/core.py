@@ -143,11 +143,14 @@ def print_sources(answer) -> None:
     if not answer.sources:
         out.print("\n[dim]no passage retrieved[/]")
         return
-    out.print("\n[bold]Sources[/]")
+    out.print("\n[bold]Sources[/]" + (" [dim](the answer says they do not hold the answer)[/]"
+                                      if getattr(answer, "abstained", False) else ""))
+    cited = set(getattr(answer, "cited", None) or [])
     for s in answer.sources:
         ident = "" if s.id == s.title else f"{s.id}, "
         step = "" if s.step is None else f", step {s.step}"
-        out.print(f"  [{s.number}] {s.title} [dim]({ident}score {s.score:.3f}{step})[/]", highlight=False)
+        mark = " [green]cited[/]" if s.number in cited else ""
+        out.print(f"  [{s.number}] {s.title} [dim]({ident}score {s.score:.3f}{step})[/]{mark}", highlight=False)
 
 
 @app.command("ask")

