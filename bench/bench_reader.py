@@ -104,8 +104,18 @@ def main() -> None:
     ap.add_argument("--style", action="append", default=[], help="GENERATOR=STYLE prompt style override")
     ap.add_argument("--no-removed", action="store_true", help="skip the evidence-removed index")
     ap.add_argument("--dtype-check", action="store_true", help="only time Qwen in float32 vs bfloat16")
+    ap.add_argument("--merge", nargs="+", help="only merge these reports (same questions) into --out and print")
     ap.add_argument("--out", default="bench/results/reader.json")
     args = ap.parse_args()
+    if args.merge:
+        reports = [json.loads(Path(p).read_text()) for p in args.merge]
+        merged = dict(reports[0], generators={}, commands=[r["command"] for r in reports])
+        for r in reports:
+            assert (r["n"], r["seed"], r["k"]) == (merged["n"], merged["seed"], merged["k"]), "different questions"
+            merged["generators"].update(r["generators"])
+        Path(args.out).write_text(json.dumps(merged, indent=2) + "\n")
+        print_table(merged)
+        return
 
     import torch
 
@@ -208,16 +218,22 @@ def main() -> None:
         del rag
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 
+    print_table(report)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def print_table(report: dict) -> None:
+    """The report as a text table, one row per generator."""
     cols = [("EM", "em"), ("F1", "f1"), ("clean EM", "clean_em"), ("clean F1", "clean_f1"),
             ("abstain", "abstain_rate"), ("abstain (removed)", "removed_abstain_rate"), ("EM (removed)", "removed_em"),
             ("cited", "cited_rate"), ("p50 s", "latency_p50"), ("p95 s", "latency_p95"),
             ("batched s/q", "seconds_per_question")]
-    print(f"\nfanoutqa-single n={len(items)} (clean {len(clean)}), dense k={args.k}, greedy, "
-          f"{args.max_new_tokens} new tokens, {args.threads} thread(s)")
-    print(f"{'generator':32s}" + "".join(f"{c:>18s}" for c, _ in cols))
+    print(f"\nfanoutqa-single n={report['n']} (clean {report['n_clean']}), dense k={report['k']}, greedy, "
+          f"{report['max_new_tokens']} new tokens, {report['threads']} thread(s)")
+    print(f"{'generator':30s}" + "".join(f"{c:>12s}" for c, _ in cols))
     for name, row in report["generators"].items():
-        print(f"{name:32s}" + "".join(f"{row.get(k, float('nan')):18.1f}" for _, k in cols))
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        vals = [row.get(k) for _, k in cols]
+        print(f"{name:30s}" + "".join(f"{v:12.1f}" if v is not None else f"{'-':>12s}" for v in vals))
 
 
 if __name__ == "__main__":

@@ -53,6 +53,16 @@ CANDIDATES: dict[str, PromptStyle] = {
         "plain-cite-abstain", "", "{passages}\n\nQuestion: {question}\nAnswer with a short phrase, then the number "
         "of the passage that says it in brackets, like [2]. If no passage says it, answer: " + ABSTAIN,
         first_line=True),
+    "cite-first": PromptStyle(
+        "cite-first", "You are a helpful assistant.",
+        "{passages}\n\nQuestion: {question}\n\nFind the passage that answers the question. Reply with its number in "
+        "brackets, then the answer in a few words, like: [2] the answer. If no passage answers it, reply: " + ABSTAIN,
+        first_line=True),
+    "cite-first-q": PromptStyle(
+        "cite-first-q", "You are a helpful assistant.",
+        "Question: {question}\n\nPassages:\n{passages}\n\nQuestion: {question}\nReply with the number of the passage "
+        "that answers the question in brackets, then a short answer (a few words), like: [2] the answer. "
+        "If no passage answers it, reply: " + ABSTAIN, first_line=True),
 }
 
 
@@ -66,6 +76,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tag", default="probe", help="suffix of the results file")
     args = ap.parse_args()
     import torch
 
@@ -95,7 +106,7 @@ def main() -> None:
         print(name, {k: round(v, 1) for k, v in row.items() if k != "examples"}, flush=True)
         for q, g, txt in row["examples"]:
             print(f"   {q[:70]!r} gold={g} -> {txt[:100]!r}", flush=True)
-    out = Path("bench/results") / f"prompt-probe-{args.generator.split('-')[0]}.json"
+    out = Path("bench/results") / f"prompt-probe-{args.generator.split('-')[0]}-{args.tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
 
