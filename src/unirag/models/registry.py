@@ -13,7 +13,10 @@ from pathlib import Path
 
 from unirag.config.paths import cache_dir
 
-DEFAULT_GENERATOR = "smollm2-135m-instruct"
+# The reader of `unirag ask`, the server and `RAG.load()`: chosen by bench/bench_reader.py (README,
+# "Reader"). SMALL_GENERATOR is the small/fast choice and OneGen's backbone.
+DEFAULT_GENERATOR = "qwen2.5-coder-0.5b-instruct"
+SMALL_GENERATOR = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "all-minilm-l6-v2"
 
 
