@@ -21,6 +21,7 @@ from typing import Any
 from unirag.config.base import ConfigBase, ConfigError
 from unirag.engine import Engine, UpdatableEngine, hits, make_sources
 from unirag.outputs import Answer, Event, Finished, Source
+from unirag.models.registry import DEFAULT_GENERATOR
 from unirag.sampling_params import SamplingParams
 
 ENGINES = ("pipeline", "closed-book", "rag-token", "rag-sequence", "onegen")
@@ -49,7 +50,7 @@ class LoadConfig(ConfigBase):
 
     engine: str = "pipeline"
     index: str | None = None
-    generator: str | None = "smollm2-135m-instruct"
+    generator: str | None = DEFAULT_GENERATOR
     retriever: str = "dense"
     model: str | None = None
     k: int | None = None
@@ -120,7 +121,7 @@ class RAG:
 
     @classmethod
     def load(cls, index: str | os.PathLike | None = None, engine: str = "pipeline", *,
-             generator: str = "smollm2-135m-instruct", retriever: str = "dense", model: str | os.PathLike | None = None,
+             generator: str = DEFAULT_GENERATOR, retriever: str = "dense", model: str | os.PathLike | None = None,
              k: int | None = None, decoding: str | None = None, num_beams: int = 4, verify: bool = True,
              params: SamplingParams | None = None, progress: bool = True) -> RAG:
         """Load an engine over an index folder. Names and paths are checked before anything loads.

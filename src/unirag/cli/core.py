@@ -9,6 +9,7 @@ import typer
 
 from unirag.cli.common import err, out, print_json, usage_error
 from unirag.cli.groups import app, index_app
+from unirag.models.registry import DEFAULT_GENERATOR
 
 IndexOpt = typer.Option(None, "--index", "-i", help="Index folder (default: the built-in Wikipedia index, built on first use).")
 RetrieverOpt = typer.Option("dense", "--retriever", "-r", help="dense (FAISS + encoder), bm25, or hybrid (reciprocal rank fusion of both).")
@@ -154,13 +155,16 @@ def print_sources(answer) -> None:
     if not answer.sources:
         out.print("\n[dim]no passage retrieved[/]")
         return
-    out.print("\n[bold]Sources[/]")
+    out.print("\n[bold]Sources[/]" + (" [dim](the answer says they do not hold the answer)[/]"
+                                      if getattr(answer, "abstained", False) else ""))
+    cited = set(getattr(answer, "cited", None) or [])
     for s in answer.sources:
         ident = "" if s.id == s.title else f"{s.id}, "
         if s.meta.get("cite"):  # a document's passage: file, page, section
             ident = f"{s.meta['cite']}, "
         step = "" if s.step is None else f", step {s.step}"
-        out.print(f"  [{s.number}] {s.title} [dim]({ident}score {s.score:.3f}{step})[/]", highlight=False)
+        mark = " [green]cited[/]" if s.number in cited else ""
+        out.print(f"  [{s.number}] {s.title} [dim]({ident}score {s.score:.3f}{step})[/]{mark}", highlight=False)
 
 
 @app.command("ask")
@@ -172,8 +176,9 @@ def ask(
     index: Optional[Path] = typer.Option(None, "--index", "-i", help="Index folder (default: the built-in Wikipedia "
                                          "index, or the OneGen model's own index of it; built on first use)."),
     retriever: str = RetrieverOpt,
-    generator: str = typer.Option("smollm2-135m-instruct", help="Generator of the pipeline and RAG engines: "
-                                  "built-in alias, local folder or hub id."),
+    generator: str = typer.Option(DEFAULT_GENERATOR, help="Generator of the pipeline and RAG engines: "
+                                  "built-in alias (qwen2.5-coder-0.5b-instruct; smollm2 is smaller and faster), local "
+                                  "folder or hub id."),
     model: Optional[str] = typer.Option(None, "--model", help="A trained RAG or OneGen model folder (default for "
                                         "onegen: the trained default, else the packaged adapter)."),
     decoding: Optional[str] = typer.Option(None, help="RAG decoding: greedy or beam (rag-token), thorough or fast "
@@ -243,7 +248,7 @@ def serve(
                                               "engines (default: the built-in one); ENGINE=FOLDER for one engine "
                                               "(e.g. onegen=FOLDER: OneGen reads its model's own index otherwise)."),
     retriever: str = RetrieverOpt,
-    generator: str = typer.Option("smollm2-135m-instruct", help="Generator of the pipeline and RAG engines."),
+    generator: str = typer.Option(DEFAULT_GENERATOR, help="Generator of the pipeline and RAG engines."),
     model: Optional[list[str]] = typer.Option(None, "--model", help="A trained RAG or OneGen model folder; "
                                               "ENGINE=FOLDER for one engine."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on. Loopback by default; any other address "

@@ -10,6 +10,7 @@ import typer
 
 from unirag.cli.common import out, print_json
 from unirag.cli.groups import eval_app
+from unirag.models.registry import DEFAULT_GENERATOR
 
 
 @eval_app.command("qa")
@@ -25,7 +26,7 @@ def eval_qa(
     onegen_index: Optional[Path] = typer.Option(None, help="OneGen index folder (default: the model's own index "
                                                 "of the Wikipedia corpus)."),
     retriever: str = typer.Option("dense", "--retriever", "-r", help="Pipeline retriever: dense, bm25, hybrid."),
-    generator: str = typer.Option("smollm2-135m-instruct", help="Reader of the pipeline, closed-book and RAG "
+    generator: str = typer.Option(DEFAULT_GENERATOR, help="Reader of the pipeline, closed-book and RAG "
                                   "engines ('onegen': the OneGen model's own LM, for a same-LM comparison)."),
     model: Optional[str] = typer.Option(None, "--model", help="OneGen model folder (default: trained default, "
                                         "else the packaged adapter)."),

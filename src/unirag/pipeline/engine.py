@@ -10,20 +10,22 @@ from typing import Any
 
 from unirag.config.base import ConfigBase
 from unirag.engine import Clock, hits, make_sources
-from unirag.outputs import Answer, Event, Finished, RetrievalEvent, TextDelta, Timings, TraceStep, Usage, \
-    extract_answer
-from unirag.pipeline.prompt import SYSTEM, build_prompt
+from unirag.outputs import Answer, Event, Finished, RetrievalEvent, TextDelta, Timings, TraceStep, Usage
+from unirag.pipeline.prompt import style_for
 from unirag.sampling_params import SamplingParams
 
 
 @dataclass
 class PipelineConfig(ConfigBase):
     """Settings of :class:`PipelineEngine`: passages per question (``k``; 0 = closed book, no
-    retrieval), words kept of each passage, and the system prompt."""
+    retrieval), words kept of each passage, the prompt style (a key of
+    :data:`unirag.pipeline.prompt.STYLES`; ``None``: the generator family's) and the system prompt
+    (``None``: the style's)."""
 
     k: int = 3
     max_passage_words: int = 120
-    system_prompt: str = SYSTEM
+    system_prompt: str | None = None
+    prompt_style: str | None = None
 
 
 class PipelineEngine:
@@ -103,7 +105,9 @@ class PipelineEngine:
         for i, q in enumerate(questions):
             passages, scores = hits(res, i) if res is not None else ([], [])
             if res is not None:
-                system, user = self.config.system_prompt, build_prompt(q, passages, self.config.max_passage_words)
+                style = style_for(self.generator, self.config.prompt_style)
+                system = style.system if self.config.system_prompt is None else self.config.system_prompt
+                user = style.user_turn(q, passages, self.config.max_passage_words)
             else:  # closed book: the question alone in the chat template
                 system, user = None, q
             trace = [TraceStep(q, None, [p.id for p in passages], scores, [p.id for p in passages])] if res else []
@@ -148,7 +152,8 @@ class PipelineEngine:
             elif isinstance(ev, DoneEvent):
                 ans = prepared[i][1]
                 ans.text = "".join(pieces[i]).strip()
-                ans.short = extract_answer(ans.text)
+                ans.short = style_for(self.generator, self.config.prompt_style).short_answer(ans.text)
+                ans.ground()  # cited sources and abstention
                 ans.finish_reason = ev.output.finish_reason
                 ans.usage = Usage(len(ids[i]), len(ev.output.token_ids))
                 total = clock.total()
