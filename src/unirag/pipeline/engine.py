@@ -19,11 +19,22 @@ from unirag.sampling_params import SamplingParams
 @dataclass
 class PipelineConfig(ConfigBase):
     """Settings of :class:`PipelineEngine`: passages per question (``k``; 0 = closed book, no
-    retrieval), words kept of each passage, and the system prompt."""
+    retrieval), words kept of each passage, and the system prompt.
+
+    Multi-hop (:mod:`unirag.pipeline.iterative`): ``hops`` retrievals per question (1: single-shot;
+    ``SamplingParams.hops`` overrides it per request), ``k`` passages per hop, at most
+    ``max_passages`` in all (``None``: hops x k) and ``max_prompt_tokens`` tokens of the final prompt
+    (``None``: no limit); the reader writes each follow-up query in at most ``followup_tokens``
+    tokens, seeing the first ``followup_words`` words of each passage read."""
 
     k: int = 3
     max_passage_words: int = 120
     system_prompt: str = SYSTEM
+    hops: int = 1
+    max_passages: int | None = None
+    max_prompt_tokens: int | None = None
+    followup_tokens: int = 24
+    followup_words: int = 24
 
 
 class PipelineEngine:
@@ -112,22 +123,44 @@ class PipelineEngine:
             out.append((self.generator.chat_prompt(user, system=system), ans))
         return out
 
+    def render_prompt(self, question: str, passages: Sequence[Any]) -> str:
+        """The reader's prompt for ``question`` over ``passages`` (numbered ``[1]``.. in order): the
+        prompt :meth:`prepare` builds; multi-hop answers from it over the passages of every hop."""
+        return self.generator.chat_prompt(build_prompt(question, passages, self.config.max_passage_words),
+                                          system=self.config.system_prompt)
+
     def stream_batch(self, questions: Sequence[str], params: SamplingParams | Sequence[SamplingParams],
                      cancelled: Callable[[int], bool] | None = None) -> Iterator[tuple[int, Event]]:
-        """``(question index, event)`` pairs: every question's retrieval event, then the text of all
-        questions as their rows decode together, each question's ``Finished`` when its row ends.
-        ``params`` is one for all or one per question; ``cancelled(i)`` ends question ``i`` early."""
+        """``(question index, event)`` pairs: every question's retrieval event (multi-hop: one per
+        hop, as it happens), then the text of all questions as their rows decode together, each
+        question's ``Finished`` when its row ends. ``params`` is one for all or one per question;
+        ``cancelled(i)`` ends question ``i`` early."""
+        from unirag.pipeline.iterative import hops_of, run_hops
+
         per = [params] * len(questions) if isinstance(params, SamplingParams) else list(params)
         clock = Clock()
         groups: dict[int | None, list[int]] = {}
+        multi = [i for i, p in enumerate(per) if self.retriever is not None and hops_of(self.config, p) > 1]
+        hopped = set(multi)
         for i, p in enumerate(per):  # questions asking for the same k share one search
-            groups.setdefault(p.k, []).append(i)
+            if i not in hopped:
+                groups.setdefault(p.k, []).append(i)
         prepared: list[Any] = [None] * len(questions)
+        if multi:  # multi-hop: the reader writes follow-up queries (pipeline/iterative.py)
+            hopping = run_hops(self, [questions[i] for i in multi], [per[i] for i in multi])
+            while True:
+                try:
+                    j, ev = next(hopping)
+                except StopIteration as stop:
+                    for i, item in zip(multi, stop.value):
+                        prepared[i] = item
+                    break
+                yield multi[j], ev
         for k, idx in groups.items():
             for i, item in zip(idx, self.prepare([questions[i] for i in idx], per[idx[0]])):
                 prepared[i] = item
         for i, (_, ans) in enumerate(prepared):
-            if ans.trace:
+            if ans.trace and i not in hopped:
                 yield i, RetrievalEvent(ans.trace[0], ans.sources)
         ids = [self.generator.encode_prompt(p) for p, _ in prepared]
         first: dict[int, float] = {}
