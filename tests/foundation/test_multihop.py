@@ -199,3 +199,28 @@ def test_options_are_checked(index_dir, tiny_llama_dir):
 ])
 def test_parse_followup(reply, query):
     assert parse_followup(reply) == query
+
+
+def test_cli_ask_and_eval_qa_take_hops(index_dir, tiny_llama_dir, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    def run(*args):
+        proc = subprocess.run([sys.executable, "-m", "unirag.cli.app", *map(str, args)], capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    ans = json.loads(run("ask", Q, "--index", index_dir, "--generator", tiny_llama_dir, "--hops", "2", "-k", "1",
+                         "--max-new-tokens", "3", "--json"))
+    assert 1 <= len(ans["trace"]) <= 2 and [t["step"] for t in ans["trace"]] == list(range(len(ans["trace"])))
+    ids = [s["id"] for s in ans["sources"]]
+    assert len(ids) == len(set(ids)) == len(ans["trace"]) and ans["sources"][0]["meta"]["hop"] == 0
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"question": Q, "answers": ["Leonardo"], "evidence": ["p1"]}) + "\n")
+    rep = json.loads(run("eval", "qa", "--engine", "pipeline", "--set", qa, "--index", index_dir, "--generator",
+                         tiny_llama_dir, "--hops", "3", "-k", "1", "--max-passages", "2", "--max-new-tokens", "3",
+                         "--json"))
+    m = rep["engines"]["pipeline"]
+    assert m["config"]["hops"] == 3 and m["config"]["max_passages"] == 2 and m["passages_used"] <= 2
