@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--answer-limit", type=int, default=None, help="questions answered for EM/F1 (default all)")
+    ap.add_argument("--no-anchor", action="store_true", help="search the follow-up alone (not question + follow-up)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS / "multihop.json"))
     args = ap.parse_args()
@@ -68,12 +69,12 @@ def main() -> None:
     with_ev = [it for it in items if it.evidence]
     rag = unirag.RAG.load(engine="pipeline", generator=args.generator, retriever=args.retriever, progress=False)
     eng = rag.engine
-    base = dataclasses.replace(eng.config, followup_tokens=args.followup_tokens)
+    base = dataclasses.replace(eng.config, followup_tokens=args.followup_tokens, followup_anchor=not args.no_anchor)
     params = unirag.SamplingParams(max_new_tokens=args.max_new_tokens)
     report: dict = {"set": args.set, "n": len(items), "n_with_evidence": len(with_ev), "generator": args.generator,
                     "retriever": args.retriever, "k_per_hop": args.k, "hops": args.hops, "budgets": budgets,
                     "followup_tokens": args.followup_tokens, "max_new_tokens": args.max_new_tokens,
-                    "threads": args.threads, "command": " ".join(["python", *sys.argv]), "recall": {}, "qa": {}}
+                    "threads": args.threads, "followup_anchor": not args.no_anchor, "command": " ".join(["python", *sys.argv]), "recall": {}, "qa": {}}
     out = Path(args.out)
 
     def save() -> None:

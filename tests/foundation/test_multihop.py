@@ -65,13 +65,17 @@ PARAMS = unirag.SamplingParams(max_new_tokens=4)
 
 def test_stops_at_the_hop_budget(rag, engine, monkeypatch):
     configure(engine, hops=3, k=1)
-    calls = script(monkeypatch, engine, lambda q, n: ["Jupiter planet", "Nile river", "Eiffel"][n])
+    calls = script(monkeypatch, engine, lambda q, n: ["Jupiter planet", "Nile river"][n % 2])
     ans = rag.ask(Q, PARAMS)
     assert len(ans.trace) == 3 and len(calls) == 2  # 3 retrievals, 2 follow-ups between them
     assert [t.step for t in ans.trace] == [0, 1, 2]
-    assert [t.query for t in ans.trace] == [Q, "Jupiter planet", "Nile river"]
+    # the text searched: the question followed by the reader's follow-up (followup_anchor)
+    assert [t.query for t in ans.trace] == [Q, f"{Q} Jupiter planet", f"{Q} Nile river"]
     assert len(ans.sources) == 3 and ans.extra["hops"]["stopped"] == "hops"
-    assert ans.extra["hops"]["queries"] == ["Jupiter planet", "Nile river"]
+    assert ans.extra["hops"]["queries"] == [f"{Q} Jupiter planet", f"{Q} Nile river"]
+    configure(engine, hops=3, k=1, followup_anchor=False)  # or the follow-up alone
+    ans = rag.ask(Q, PARAMS)
+    assert [t.query for t in ans.trace] == [Q, "Jupiter planet", "Nile river"]
 
 
 def test_stops_at_the_passage_budget(rag, engine, monkeypatch):

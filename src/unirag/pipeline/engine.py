@@ -25,7 +25,8 @@ class PipelineConfig(ConfigBase):
     ``SamplingParams.hops`` overrides it per request), ``k`` passages per hop, at most
     ``max_passages`` in all (``None``: hops x k) and ``max_prompt_tokens`` tokens of the final prompt
     (``None``: no limit); the reader writes each follow-up query in at most ``followup_tokens``
-    tokens, seeing the first ``followup_words`` words of each passage read."""
+    tokens, seeing the first ``followup_words`` words of each passage read; with ``followup_anchor``
+    the text searched is the question followed by the follow-up (else the follow-up alone)."""
 
     k: int = 3
     max_passage_words: int = 120
@@ -35,6 +36,7 @@ class PipelineConfig(ConfigBase):
     max_prompt_tokens: int | None = None
     followup_tokens: int = 24
     followup_words: int = 24
+    followup_anchor: bool = True
 
 
 class PipelineEngine:
