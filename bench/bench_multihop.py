@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--answer-limit", type=int, default=None, help="questions answered for EM/F1 (default all)")
+    ap.add_argument("--qa-only", action="store_true", help="keep the recall figures of --out, run EM/F1 only")
     ap.add_argument("--no-anchor", action="store_true", help="search the follow-up alone (not question + follow-up)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS / "multihop.json"))
@@ -61,8 +62,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import unirag
     from unirag.data.qa import load_qa_set
-    from unirag.eval.harness import score_answers
-    from unirag.pipeline.iterative import run_hops
 
     budgets = sorted(int(b) for b in args.budgets.split(","))
     items = load_qa_set(args.set)
@@ -80,6 +79,16 @@ def main() -> None:
     def save() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
+
+    if args.qa_only:
+        report = json.loads(out.read_text()) | {"qa": {}, "answer_command": report["command"]}
+    else:
+        recall_phase(args, report, eng, base, params, with_ev, budgets, save)
+    qa_phase(args, report, rag, eng, base, params, items, budgets, save)
+
+
+def recall_phase(args, report, eng, base, params, with_ev, budgets, save) -> None:
+    from unirag.pipeline.iterative import run_hops
 
     # --- evidence recall ------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -136,10 +145,17 @@ def main() -> None:
     save()
     log(f"recall {report['recall']}")
 
+
+
+def qa_phase(args, report, rag, eng, base, params, items, budgets, save) -> None:
+    from unirag.eval.harness import score_answers
+
+    with_ev = [it for it in items if it.evidence]
+    top = max(budgets)
     # --- EM / F1 through the whole answer path ------------------------------------------------
     answer_items = items[: args.answer_limit] if args.answer_limit is not None else items
     if answer_items:
-        for b in budgets:
+        for b in sorted(budgets, reverse=True):  # the larger budget (the goal's) first
             for mode in ("single", "multi"):
                 if mode == "single":
                     eng.config = dataclasses.replace(base, hops=1, k=b, max_passages=None)
