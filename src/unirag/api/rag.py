@@ -46,7 +46,10 @@ class LoadConfig(ConfigBase):
     RAG engines (alias, folder or hub id; ``onegen`` reads with the packaged OneGen model's LM).
     ``retriever``: ``dense``, ``bm25`` or ``hybrid`` (pipeline). ``model``: a trained RAG model
     folder (``RagModel.save_pretrained``) or OneGen model folder. ``k``: passages per question
-    (pipeline 3, RAG 4, OneGen 1 per query token). ``decoding`` / ``num_beams``: RAG decoders."""
+    (pipeline 3, RAG 4, OneGen 1 per query token; multi-hop pipeline: per hop). ``decoding`` /
+    ``num_beams``: RAG decoders. ``hops`` (pipeline): retrievals per question, 1 = single-shot,
+    more = the reader writes a follow-up query between them; ``max_passages``: passages read in all
+    (``None``: hops x k); ``max_prompt_tokens``: tokens of the final prompt (``None``: no limit)."""
 
     engine: str = "pipeline"
     index: str | None = None
@@ -58,6 +61,9 @@ class LoadConfig(ConfigBase):
     num_beams: int = 4
     verify: bool = True
     encoder: str | None = None
+    hops: int = 1
+    max_passages: int | None = None
+    max_prompt_tokens: int | None = None
 
     def validate(self) -> LoadConfig:
         """Check names, numbers and paths (cheap; nothing is loaded). Raises ``ConfigError`` /
@@ -72,6 +78,13 @@ class LoadConfig(ConfigBase):
             raise ConfigError(f"k = {self.k}: must be >= 1")
         if self.num_beams < 1:
             raise ConfigError(f"num_beams = {self.num_beams}: must be >= 1")
+        if self.hops < 1:
+            raise ConfigError(f"hops = {self.hops}: must be >= 1 (1 = single-shot)")
+        if self.hops > 1 and self.engine != "pipeline":
+            raise ConfigError(f"hops = {self.hops}: multi-hop retrieval is a pipeline option, not {self.engine!r}'s")
+        for name in ("max_passages", "max_prompt_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} = {getattr(self, name)}: must be >= 1")
         if self.index is not None:
             check_index(self.index)  # a clear error now, not after loading models
         if self.model is not None and not Path(self.model).is_dir():
@@ -123,12 +136,17 @@ class RAG:
     def load(cls, index: str | os.PathLike | None = None, engine: str = "pipeline", *,
              generator: str = DEFAULT_GENERATOR, retriever: str = "dense", model: str | os.PathLike | None = None,
              k: int | None = None, decoding: str | None = None, num_beams: int = 4, verify: bool = True,
-             params: SamplingParams | None = None, progress: bool = True) -> RAG:
+             params: SamplingParams | None = None, progress: bool = True, hops: int = 1,
+             max_passages: int | None = None, max_prompt_tokens: int | None = None) -> RAG:
         """Load an engine over an index folder. Names and paths are checked before anything loads.
+
+        ``hops`` > 1 (pipeline): multi-hop retrieval, ``k`` passages per hop, at most
+        ``max_passages`` (default hops x k) and ``max_prompt_tokens`` in the final prompt.
 
         ``progress`` reports first-run builds (the default index, the OneGen index) on stderr."""
         cfg = LoadConfig(engine, None if index is None else str(index), generator, retriever,
-                         None if model is None else str(model), k, decoding, num_beams, verify)
+                         None if model is None else str(model), k, decoding, num_beams, verify,
+                         hops=hops, max_passages=max_passages, max_prompt_tokens=max_prompt_tokens)
         return cls.from_config(cfg, params=params, progress=progress)
 
     @classmethod
@@ -307,7 +325,9 @@ def _pipeline(cfg: LoadConfig, progress: bool) -> Any:
     folder = Path(cfg.index) if cfg.index else _default_index(progress)
     retriever = load_retriever(folder, cfg.retriever, encoder=cfg.encoder, verify=cfg.verify)
     return PipelineEngine(retriever, load_generator(cfg.generator) if cfg.generator else None,
-                          PipelineConfig(k=cfg.k if cfg.k is not None else 3), kind=cfg.retriever)
+                          PipelineConfig(k=cfg.k if cfg.k is not None else 3, hops=cfg.hops,
+                                         max_passages=cfg.max_passages, max_prompt_tokens=cfg.max_prompt_tokens),
+                          kind=cfg.retriever)
 
 
 def _closed_book(engine: Any) -> Any:

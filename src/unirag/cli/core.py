@@ -163,6 +163,7 @@ def print_sources(answer) -> None:
         if s.meta.get("cite"):  # a document's passage: file, page, section
             ident = f"{s.meta['cite']}, "
         step = "" if s.step is None else f", step {s.step}"
+        step += "" if s.meta.get("hop") is None else f", hop {s.meta['hop']}"
         mark = " [green]cited[/]" if s.number in cited else ""
         out.print(f"  [{s.number}] {s.title} [dim]({ident}score {s.score:.3f}{step})[/]{mark}", highlight=False)
 
@@ -191,6 +192,10 @@ def ask(
     stop: Optional[list[str]] = typer.Option(None, "--stop", help="Stop string (repeatable)."),
     stream: bool = typer.Option(True, "--stream/--no-stream", help="Print the answer as it is generated."),
     as_json: bool = typer.Option(False, "--json", help="Print the answer in the stable JSON schema (docs/api.md)."),
+    hops: int = typer.Option(1, "--hops", min=1, help="Pipeline: retrievals per question (1 = single-shot; more: "
+                             "the reader writes a follow-up search between them, -k passages per hop)."),
+    max_passages: Optional[int] = typer.Option(None, "--max-passages", min=1, help="Pipeline multi-hop: passages "
+                                               "read in all (default hops x k)."),
 ) -> None:
     """Answer a question from retrieved passages; prints the answer and its numbered sources."""
     from unirag.api import RAG, LoadConfig
@@ -199,7 +204,8 @@ def ask(
     from unirag.retrieval.loader import check_retriever_kind
 
     check_retriever_kind(retriever, "--retriever")
-    cfg = LoadConfig(engine, str(index) if index else None, generator, retriever, model, k, decoding).validate()
+    cfg = LoadConfig(engine, str(index) if index else None, generator, retriever, model, k, decoding,
+                     hops=hops, max_passages=max_passages).validate()
     params = sampling_options(max_new_tokens, temperature, top_p, top_k, seed, stop, k)
     rag = RAG.from_config(cfg, params=params, progress=not as_json)
     if as_json or not stream:
@@ -213,6 +219,9 @@ def ask(
         for ev in rag.stream(question):
             if isinstance(ev, TextDelta):
                 out.print(ev.text, end="", highlight=False, soft_wrap=True, markup=False)
+            elif isinstance(ev, RetrievalEvent) and ev.step.step is not None and hops > 1:  # a hop
+                got = ", ".join(s.title for s in ev.sources) or "nothing new"
+                out.print(f"[dim]hop {ev.step.step}: {ev.step.query} \u27e8{got}\u27e9[/]", highlight=False)
             elif isinstance(ev, RetrievalEvent) and ev.step.step is not None:  # retrieval inside generation
                 got = ", ".join(s.title for s in ev.sources) or "nothing above the threshold"
                 out.print(f" [dim]\u27e8retrieved: {got}\u27e9[/] ", end="", highlight=False)
