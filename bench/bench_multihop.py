@@ -184,7 +184,7 @@ def qa_phase(args, report, rag, eng, base, params, items, budgets, save) -> None
             qa = report["qa"].get(f"{mode}@{b}", {})
             rows.append({"mode": mode, "budget": b, "evidence recall": round(report["recall"][f"{mode}@{b}"], 3),
                          "EM": round(qa["em"], 1) if qa else "-", "F1": round(qa["f1"], 1) if qa else "-",
-                         "n answered": qa.get("n", 0), "p50 s": round(qa["latency_p50"], 2) if qa else "-"})
+                         "n answered": qa.get("n", 0), "answer s": round(qa["seconds"], 1) if qa else "-"})
     for b in budgets:
         report[f"gain@{b}"] = report["recall"][f"multi@{b}"] - report["recall"][f"single@{b}"]
     save()
