@@ -1,5 +1,5 @@
-"""The real default reader end to end, through ``unirag.RAG.load()`` defaults and ``unirag ask``:
-it names the answer and cites the passage that holds it.
+"""The real readers end to end, through ``unirag.RAG.load()`` and ``unirag ask``: the packaged Qwen
+reader names the answer and cites the passage that holds it; the default reader still answers.
 
 Slow: the first run converts the default generator and builds the default index (minutes on 2
 cores); later runs reuse both from the cache.
@@ -22,8 +22,10 @@ def rag():
 
 
 def test_ask_penicillin_names_fleming_and_cites_his_passage():
-    proc = subprocess.run([sys.executable, "-m", "unirag.cli.app", "ask", "Who discovered penicillin?", "--json"],
-                          capture_output=True, text=True, timeout=1200)
+    from unirag.models.registry import QWEN_READER
+
+    proc = subprocess.run([sys.executable, "-m", "unirag.cli.app", "ask", "Who discovered penicillin?", "--json",
+                           "--generator", QWEN_READER], capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr
     ans = json.loads(proc.stdout)
     assert "Fleming" in ans["answer"], ans["answer"]

@@ -13,10 +13,11 @@ from pathlib import Path
 
 from unirag.config.paths import cache_dir
 
-# The reader of `unirag ask`, the server and `RAG.load()`: chosen by bench/bench_reader.py (README,
-# "Reader"). SMALL_GENERATOR is the small/fast choice and OneGen's backbone.
-DEFAULT_GENERATOR = "qwen2.5-coder-0.5b-instruct"
+# The reader of `unirag ask`, the server and `RAG.load()` (README, "Reader"): SmolLM2 until the
+# larger reader's marker-only replies are fixed; QWEN_READER answers better when it answers at all.
 SMALL_GENERATOR = "smollm2-135m-instruct"
+DEFAULT_GENERATOR = SMALL_GENERATOR
+QWEN_READER = "qwen2.5-coder-0.5b-instruct"
 DEFAULT_ENCODER = "all-minilm-l6-v2"
 
 
