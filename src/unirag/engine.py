@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from unirag.corpus.passage import Passage
-from unirag.outputs import Answer, Event, Source
+from unirag.outputs import Answer, Event, Finished, Source
 from unirag.sampling_params import SamplingParams
 
 
@@ -61,6 +61,24 @@ class UpdatableEngine(Engine, Protocol):
     def delete_documents(self, ids: Iterable[str]) -> dict[str, Any]:
         """Remove passages by id; unknown ids raise and change nothing."""
         ...
+
+
+class BatchStreaming:
+    """``ask_batch`` and ``stream`` of an engine whose primitive is ``stream_batch``."""
+
+    def stream_batch(self, questions: Sequence[str], params: SamplingParams | Sequence[SamplingParams],
+                     cancelled: Any = None) -> Iterator[tuple[int, Event]]:
+        raise NotImplementedError
+
+    def ask_batch(self, questions: Sequence[str], params: SamplingParams) -> list[Answer]:
+        """The final answers of :meth:`stream_batch`, in question order."""
+        done = {i: ev.answer for i, ev in self.stream_batch(questions, params) if isinstance(ev, Finished)}
+        return [done[i] for i in range(len(questions))]
+
+    def stream(self, question: str, params: SamplingParams) -> Iterator[Event]:
+        """The events of one question (see :meth:`stream_batch`)."""
+        for _, ev in self.stream_batch([question], params):
+            yield ev
 
 
 def make_sources(passages: Sequence[Passage], scores: Sequence[float], step: int | None = None,

@@ -15,6 +15,40 @@ SCHEMA = "unirag-answer/1"
 _ANSWER_CUE = re.compile(r"(?:final answer|answer)\s*[:：]\s*", re.IGNORECASE)
 
 
+#: The phrase a reader is asked to reply with when its passages do not hold the answer.
+ABSTAIN = "I don't know."
+_ABSTAIN_RE = re.compile(
+    r"\bI (?:do not|don['’]t|cannot|can['’]t) (?:know|tell|say|find|answer|determine)\b"
+    r"|\b(?:is|are)(?: not| n['’]t) (?:mentioned|given|stated|provided|found|specified|contained|included) "
+    r"in (?:the|these|any of the) (?:given |provided |numbered )?passages?"
+    r"|\bnot in the (?:given |provided |numbered )?passages\b"
+    r"|\b(?:the |these )?(?:given |provided |numbered )?passages? (?:do|does) not (?:contain|mention|say|provide|state|include|answer)"
+    r"|\bno (?:information|mention) (?:about|of|on) ",
+    re.IGNORECASE,
+)
+_CITE = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+
+
+def is_abstention(text: str) -> bool:
+    """Whether a generation says its passages do not hold the answer (\"I don't know\", \"not in
+    the passages\", \"the passages do not mention ...\"), judged on its first sentence, where a
+    reader states its answer."""
+    first = re.split(r"(?<=[.!?])\s|\n", text.strip(), maxsplit=1)[0] if text.strip() else ""
+    return bool(_ABSTAIN_RE.search(first))
+
+
+def cited_numbers(text: str, n_sources: int) -> list[int]:
+    """Passage numbers cited in ``text`` by ``[n]`` / ``[n, m]`` markers, in order of first
+    citation, only those of an existing source (1..``n_sources``)."""
+    out: list[int] = []
+    for m in _CITE.finditer(text):
+        for num in m.group(1).split(","):
+            n = int(num)
+            if 1 <= n <= n_sources and n not in out:
+                out.append(n)
+    return out
+
+
 def extract_answer(text: str) -> str:
     """The short answer in a generation: after the last ``Answer:`` cue if any, else its last
     non-empty line; surrounding quotes, passage markers, citation marks like ``[1]`` and a final
@@ -132,7 +166,10 @@ class Answer:
     """An engine's answer to one question: ``text``, its ``sources``, the retrieval ``trace``,
     ``usage``, ``timings``, the ``engine`` that wrote it and why generation stopped; ``short``
     is the short answer extracted from the text (:func:`extract_answer`; OneGen: from the text
-    after its last retrieval), the string that exact match and F1 score."""
+    after its last retrieval), the string that exact match and F1 score. ``cited``: the numbers
+    of the sources the text cites with ``[n]`` markers (only numbers of existing sources, in
+    order of first citation; empty when it abstains); ``abstained``: the text says the passages
+    do not hold the answer (:func:`is_abstention`)."""
 
     question: str
     text: str
@@ -144,6 +181,14 @@ class Answer:
     finish_reason: str = "stop"
     short: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    cited: list[int] = field(default_factory=list)
+    abstained: bool = False
+
+    def ground(self) -> Answer:
+        """Set ``cited`` and ``abstained`` from ``text`` and ``sources``; returns ``self``."""
+        self.abstained = is_abstention(self.text)
+        self.cited = [] if self.abstained else cited_numbers(self.text, len(self.sources))
+        return self
 
     @property
     def source_ids(self) -> list[str]:
@@ -157,12 +202,14 @@ class Answer:
 
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON schema: ``schema``, ``question``, ``answer``, ``short_answer``, ``engine``,
-        ``finish_reason``, ``sources``, ``trace``, ``usage``, ``timings``, ``extra``."""
+        ``finish_reason``, ``sources``, ``trace``, ``usage``, ``timings``, ``extra``, ``cited``,
+        ``abstained``."""
         return {"schema": SCHEMA, "question": self.question, "answer": self.text, "short_answer": self.short,
                 "engine": self.engine,
                 "finish_reason": self.finish_reason, "sources": [s.to_dict() for s in self.sources],
                 "trace": [t.to_dict() for t in self.trace], "usage": self.usage.to_dict(),
-                "timings": self.timings.to_dict(), "extra": self.extra}
+                "timings": self.timings.to_dict(), "extra": self.extra,
+                "cited": list(self.cited), "abstained": bool(self.abstained)}
 
 
 @dataclass

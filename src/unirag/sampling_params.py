@@ -22,7 +22,9 @@ class SamplingParams(ConfigBase):
     stop string itself is not returned); ``repetition_penalty`` > 1 discourages repeats.
 
     Retrieval: ``k`` passages per retrieval (``None``: the engine's default: pipeline 3, RAG its
-    ``n_docs``, OneGen 1). OneGen-only (ignored by the other engines): ``max_retrievals`` query
+    ``n_docs``, OneGen 1). Pipeline only: ``hops`` retrievals per question (``None``: the engine's
+    ``hops``, set at load; 1 = single-shot; above 1 the reader writes a follow-up query between
+    retrievals, see :mod:`unirag.pipeline.iterative`). OneGen-only (ignored by the other engines): ``max_retrievals`` query
     tokens honoured per answer; ``candidates`` hits kept in the trace; ``threshold`` refuses
     passages scoring below it; ``retrieve_prob`` emits the query token whenever its probability
     reaches that value; ``max_passage_words`` / ``max_passage_tokens`` cut inserted passages;
@@ -46,6 +48,7 @@ class SamplingParams(ConfigBase):
     max_passage_tokens: int = 256
     force_query_at: list[int] = field(default_factory=list)
     keep_vectors: bool = False
+    hops: int | None = None
 
     def __post_init__(self) -> None:
         self.stop = [self.stop] if isinstance(self.stop, str) else list(self.stop)
@@ -66,6 +69,7 @@ class SamplingParams(ConfigBase):
             ("retrieve_prob", self.retrieve_prob is None or self.retrieve_prob >= 0, "must be >= 0 (above 1: never)"),
             ("max_passage_words", self.max_passage_words is None or self.max_passage_words >= 1, "must be >= 1"),
             ("max_passage_tokens", self.max_passage_tokens >= 1, "must be >= 1"),
+            ("hops", self.hops is None or self.hops >= 1, "must be >= 1 (1 = single-shot)"),
         ]
         for name, ok, why in checks:
             if not ok:

@@ -21,6 +21,7 @@ from typing import Any
 from unirag.config.base import ConfigBase, ConfigError
 from unirag.engine import Engine, UpdatableEngine, hits, make_sources
 from unirag.outputs import Answer, Event, Finished, Source
+from unirag.models.registry import DEFAULT_GENERATOR
 from unirag.sampling_params import SamplingParams
 
 ENGINES = ("pipeline", "closed-book", "rag-token", "rag-sequence", "onegen")
@@ -45,11 +46,14 @@ class LoadConfig(ConfigBase):
     RAG engines (alias, folder or hub id; ``onegen`` reads with the packaged OneGen model's LM).
     ``retriever``: ``dense``, ``bm25`` or ``hybrid`` (pipeline). ``model``: a trained RAG model
     folder (``RagModel.save_pretrained``) or OneGen model folder. ``k``: passages per question
-    (pipeline 3, RAG 4, OneGen 1 per query token). ``decoding`` / ``num_beams``: RAG decoders."""
+    (pipeline 3, RAG 4, OneGen 1 per query token; multi-hop pipeline: per hop). ``decoding`` /
+    ``num_beams``: RAG decoders. ``hops`` (pipeline): retrievals per question, 1 = single-shot,
+    more = the reader writes a follow-up query between them; ``max_passages``: passages read in all
+    (``None``: hops x k); ``max_prompt_tokens``: tokens of the final prompt (``None``: no limit)."""
 
     engine: str = "pipeline"
     index: str | None = None
-    generator: str | None = "smollm2-135m-instruct"
+    generator: str | None = DEFAULT_GENERATOR
     retriever: str = "dense"
     model: str | None = None
     k: int | None = None
@@ -57,6 +61,9 @@ class LoadConfig(ConfigBase):
     num_beams: int = 4
     verify: bool = True
     encoder: str | None = None
+    hops: int = 1
+    max_passages: int | None = None
+    max_prompt_tokens: int | None = None
 
     def validate(self) -> LoadConfig:
         """Check names, numbers and paths (cheap; nothing is loaded). Raises ``ConfigError`` /
@@ -71,6 +78,13 @@ class LoadConfig(ConfigBase):
             raise ConfigError(f"k = {self.k}: must be >= 1")
         if self.num_beams < 1:
             raise ConfigError(f"num_beams = {self.num_beams}: must be >= 1")
+        if self.hops < 1:
+            raise ConfigError(f"hops = {self.hops}: must be >= 1 (1 = single-shot)")
+        if self.hops > 1 and self.engine != "pipeline":
+            raise ConfigError(f"hops = {self.hops}: multi-hop retrieval is a pipeline option, not {self.engine!r}'s")
+        for name in ("max_passages", "max_prompt_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} = {getattr(self, name)}: must be >= 1")
         if self.index is not None:
             check_index(self.index)  # a clear error now, not after loading models
         if self.model is not None and not Path(self.model).is_dir():
@@ -120,14 +134,19 @@ class RAG:
 
     @classmethod
     def load(cls, index: str | os.PathLike | None = None, engine: str = "pipeline", *,
-             generator: str = "smollm2-135m-instruct", retriever: str = "dense", model: str | os.PathLike | None = None,
+             generator: str = DEFAULT_GENERATOR, retriever: str = "dense", model: str | os.PathLike | None = None,
              k: int | None = None, decoding: str | None = None, num_beams: int = 4, verify: bool = True,
-             params: SamplingParams | None = None, progress: bool = True) -> RAG:
+             params: SamplingParams | None = None, progress: bool = True, hops: int = 1,
+             max_passages: int | None = None, max_prompt_tokens: int | None = None) -> RAG:
         """Load an engine over an index folder. Names and paths are checked before anything loads.
+
+        ``hops`` > 1 (pipeline): multi-hop retrieval, ``k`` passages per hop, at most
+        ``max_passages`` (default hops x k) and ``max_prompt_tokens`` in the final prompt.
 
         ``progress`` reports first-run builds (the default index, the OneGen index) on stderr."""
         cfg = LoadConfig(engine, None if index is None else str(index), generator, retriever,
-                         None if model is None else str(model), k, decoding, num_beams, verify)
+                         None if model is None else str(model), k, decoding, num_beams, verify,
+                         hops=hops, max_passages=max_passages, max_prompt_tokens=max_prompt_tokens)
         return cls.from_config(cfg, params=params, progress=progress)
 
     @classmethod
@@ -216,6 +235,36 @@ class RAG:
         batch = [ids] if isinstance(ids, str) else [str(i) for i in ids]
         return self._updatable().delete_documents(batch)
 
+    def add_files(self, paths: str | os.PathLike | Sequence[str | os.PathLike], **options: Any) -> Any:
+        """Add documents (PDF, HTML, Word, Markdown, text files or folders of them) to the engine's
+        index folder: new files are indexed, changed ones re-read, only changed passages embedded;
+        the next search sees the new version. ``options``: those of
+        :func:`unirag.retrieval.ingest.add_files`. Returns its :class:`IngestResult` (failed files
+        are listed there with their reason; the others are indexed)."""
+        from unirag.retrieval.ingest import add_files
+
+        return self._ingest(add_files, paths, **options)
+
+    def sync(self, folder: str | os.PathLike, **options: Any) -> Any:
+        """Make the engine's index folder mirror ``folder`` (added, changed and deleted files; see
+        :func:`unirag.retrieval.ingest.sync_folder`) and search the new version from now on."""
+        from unirag.retrieval.ingest import sync_folder
+
+        return self._ingest(sync_folder, folder, **options)
+
+    def _ingest(self, fn: Any, arg: Any, **options: Any) -> Any:
+        eng = self._updatable()
+        index = self.info().get("index") or ""
+        if not index:
+            raise ConfigError(f"engine {self.engine.name!r} has no index folder to update")
+        encoder = options.pop("encoder", None)
+        if encoder is None and hasattr(eng, "_dense_encoder"):
+            encoder = eng._dense_encoder()  # the loaded one: no second copy
+        res = fn(index, arg, encoder, **options)
+        if res.written:
+            self.engine.swap_index(index)
+        return res
+
     def _updatable(self) -> UpdatableEngine:
         if not isinstance(self.engine, UpdatableEngine):
             raise ConfigError(f"engine {self.engine.name!r} has no index to update")
@@ -276,7 +325,9 @@ def _pipeline(cfg: LoadConfig, progress: bool) -> Any:
     folder = Path(cfg.index) if cfg.index else _default_index(progress)
     retriever = load_retriever(folder, cfg.retriever, encoder=cfg.encoder, verify=cfg.verify)
     return PipelineEngine(retriever, load_generator(cfg.generator) if cfg.generator else None,
-                          PipelineConfig(k=cfg.k if cfg.k is not None else 3), kind=cfg.retriever)
+                          PipelineConfig(k=cfg.k if cfg.k is not None else 3, hops=cfg.hops,
+                                         max_passages=cfg.max_passages, max_prompt_tokens=cfg.max_prompt_tokens),
+                          kind=cfg.retriever)
 
 
 def _closed_book(engine: Any) -> Any:
@@ -294,9 +345,15 @@ def _rag(cfg: LoadConfig, progress: bool) -> Any:
     if cfg.model:
         model = RagModel.from_pretrained(cfg.model, index=folder)
     else:
+        from unirag.distributed.sharded import is_sharded
+        from unirag.index.folder import IndexFolder
+
         encoder = index_encoder(folder) or RagConfig.question_encoder  # queries as the index's documents
-        model = RagModel.from_config(RagConfig(variant=variant, question_encoder=encoder, generator=cfg.generator),
-                                     index=folder)
+        # cosine scores of a normalising encoder lie in [-1, 1]: scaled, so that p(z|x) is not near-uniform
+        info = {} if is_sharded(folder) else IndexFolder(folder).read_manifest().encoder_info
+        scale = 20.0 if info.get("normalize", True) else 1.0
+        model = RagModel.from_config(RagConfig(variant=variant, question_encoder=encoder, generator=cfg.generator,
+                                               doc_score_scale=scale), index=folder)
     if cfg.k is not None:
         model.config.n_docs = cfg.k
     return RagEngine(model, variant, cfg.decoding, cfg.num_beams)

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 # Importing each module adds its commands to the shared groups.
 import unirag.cli.core  # noqa: F401
 import unirag.cli.eval_qa  # noqa: F401
+import unirag.cli.index_docs  # noqa: F401
+import unirag.cli.index_store  # noqa: F401
 import unirag.cli.index_update  # noqa: F401
 import unirag.cli.evaluate  # noqa: F401
 import unirag.cli.onegen  # noqa: F401

@@ -9,6 +9,7 @@ import typer
 
 from unirag.cli.common import err, out, print_json, usage_error
 from unirag.cli.groups import app, index_app
+from unirag.models.registry import DEFAULT_GENERATOR
 
 IndexOpt = typer.Option(None, "--index", "-i", help="Index folder (default: the built-in Wikipedia index, built on first use).")
 RetrieverOpt = typer.Option("dense", "--retriever", "-r", help="dense (FAISS + encoder), bm25, or hybrid (reciprocal rank fusion of both).")
@@ -154,11 +155,17 @@ def print_sources(answer) -> None:
     if not answer.sources:
         out.print("\n[dim]no passage retrieved[/]")
         return
-    out.print("\n[bold]Sources[/]")
+    out.print("\n[bold]Sources[/]" + (" [dim](the answer says they do not hold the answer)[/]"
+                                      if getattr(answer, "abstained", False) else ""))
+    cited = set(getattr(answer, "cited", None) or [])
     for s in answer.sources:
         ident = "" if s.id == s.title else f"{s.id}, "
+        if s.meta.get("cite"):  # a document's passage: file, page, section
+            ident = f"{s.meta['cite']}, "
         step = "" if s.step is None else f", step {s.step}"
-        out.print(f"  [{s.number}] {s.title} [dim]({ident}score {s.score:.3f}{step})[/]", highlight=False)
+        step += "" if s.meta.get("hop") is None else f", hop {s.meta['hop']}"
+        mark = " [green]cited[/]" if s.number in cited else ""
+        out.print(f"  [{s.number}] {s.title} [dim]({ident}score {s.score:.3f}{step})[/]{mark}", highlight=False)
 
 
 @app.command("ask")
@@ -170,8 +177,9 @@ def ask(
     index: Optional[Path] = typer.Option(None, "--index", "-i", help="Index folder (default: the built-in Wikipedia "
                                          "index, or the OneGen model's own index of it; built on first use)."),
     retriever: str = RetrieverOpt,
-    generator: str = typer.Option("smollm2-135m-instruct", help="Generator of the pipeline and RAG engines: "
-                                  "built-in alias, local folder or hub id."),
+    generator: str = typer.Option(DEFAULT_GENERATOR, help="Generator of the pipeline and RAG engines: "
+                                  "built-in alias (qwen2.5-coder-0.5b-instruct; smollm2 is smaller and faster), local "
+                                  "folder or hub id."),
     model: Optional[str] = typer.Option(None, "--model", help="A trained RAG or OneGen model folder (default for "
                                         "onegen: the trained default, else the packaged adapter)."),
     decoding: Optional[str] = typer.Option(None, help="RAG decoding: greedy or beam (rag-token), thorough or fast "
@@ -184,6 +192,10 @@ def ask(
     stop: Optional[list[str]] = typer.Option(None, "--stop", help="Stop string (repeatable)."),
     stream: bool = typer.Option(True, "--stream/--no-stream", help="Print the answer as it is generated."),
     as_json: bool = typer.Option(False, "--json", help="Print the answer in the stable JSON schema (docs/api.md)."),
+    hops: int = typer.Option(1, "--hops", min=1, help="Pipeline: retrievals per question (1 = single-shot; more: "
+                             "the reader writes a follow-up search between them, -k passages per hop)."),
+    max_passages: Optional[int] = typer.Option(None, "--max-passages", min=1, help="Pipeline multi-hop: passages "
+                                               "read in all (default hops x k)."),
 ) -> None:
     """Answer a question from retrieved passages; prints the answer and its numbered sources."""
     from unirag.api import RAG, LoadConfig
@@ -192,7 +204,8 @@ def ask(
     from unirag.retrieval.loader import check_retriever_kind
 
     check_retriever_kind(retriever, "--retriever")
-    cfg = LoadConfig(engine, str(index) if index else None, generator, retriever, model, k, decoding).validate()
+    cfg = LoadConfig(engine, str(index) if index else None, generator, retriever, model, k, decoding,
+                     hops=hops, max_passages=max_passages).validate()
     params = sampling_options(max_new_tokens, temperature, top_p, top_k, seed, stop, k)
     rag = RAG.from_config(cfg, params=params, progress=not as_json)
     if as_json or not stream:
@@ -206,6 +219,9 @@ def ask(
         for ev in rag.stream(question):
             if isinstance(ev, TextDelta):
                 out.print(ev.text, end="", highlight=False, soft_wrap=True, markup=False)
+            elif isinstance(ev, RetrievalEvent) and ev.step.step is not None and hops > 1:  # a hop
+                got = ", ".join(s.title for s in ev.sources) or "nothing new"
+                out.print(f"[dim]hop {ev.step.step}: {ev.step.query} \u27e8{got}\u27e9[/]", highlight=False)
             elif isinstance(ev, RetrievalEvent) and ev.step.step is not None:  # retrieval inside generation
                 got = ", ".join(s.title for s in ev.sources) or "nothing above the threshold"
                 out.print(f" [dim]\u27e8retrieved: {got}\u27e9[/] ", end="", highlight=False)
@@ -241,7 +257,7 @@ def serve(
                                               "engines (default: the built-in one); ENGINE=FOLDER for one engine "
                                               "(e.g. onegen=FOLDER: OneGen reads its model's own index otherwise)."),
     retriever: str = RetrieverOpt,
-    generator: str = typer.Option("smollm2-135m-instruct", help="Generator of the pipeline and RAG engines."),
+    generator: str = typer.Option(DEFAULT_GENERATOR, help="Generator of the pipeline and RAG engines."),
     model: Optional[list[str]] = typer.Option(None, "--model", help="A trained RAG or OneGen model folder; "
                                               "ENGINE=FOLDER for one engine."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on. Loopback by default; any other address "

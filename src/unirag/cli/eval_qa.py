@@ -10,6 +10,7 @@ import typer
 
 from unirag.cli.common import out, print_json
 from unirag.cli.groups import eval_app
+from unirag.models.registry import DEFAULT_GENERATOR
 
 
 @eval_app.command("qa")
@@ -25,7 +26,7 @@ def eval_qa(
     onegen_index: Optional[Path] = typer.Option(None, help="OneGen index folder (default: the model's own index "
                                                 "of the Wikipedia corpus)."),
     retriever: str = typer.Option("dense", "--retriever", "-r", help="Pipeline retriever: dense, bm25, hybrid."),
-    generator: str = typer.Option("smollm2-135m-instruct", help="Reader of the pipeline, closed-book and RAG "
+    generator: str = typer.Option(DEFAULT_GENERATOR, help="Reader of the pipeline, closed-book and RAG "
                                   "engines ('onegen': the OneGen model's own LM, for a same-LM comparison)."),
     model: Optional[str] = typer.Option(None, "--model", help="OneGen model folder (default: trained default, "
                                         "else the packaged adapter)."),
@@ -37,6 +38,10 @@ def eval_qa(
     retrieve_first: bool = typer.Option(False, "--retrieve-first", help="OneGen emits the query token first."),
     retrieve_prob: Optional[float] = typer.Option(None, min=0.0, help="OneGen also retrieves whenever the query "
                                                   "token's probability reaches this value."),
+    hops: int = typer.Option(1, "--hops", min=1, help="Pipeline: retrievals per question (1 = single-shot; more: "
+                             "the reader writes a follow-up search between them, -k passages per hop)."),
+    max_passages: Optional[int] = typer.Option(None, "--max-passages", min=1, help="Pipeline multi-hop: passages "
+                                               "read in all (default hops x k)."),
     batch_size: int = typer.Option(8, min=1, help="Questions decoded together."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Write report.json and per-question "
                                            "predictions (qa-<set>-<engine>.jsonl) here."),
@@ -57,7 +62,8 @@ def eval_qa(
     for name in names:  # every option is checked before any model loads
         ix = onegen_index if name == "onegen" else index
         mdl = model if name == "onegen" else rag_model if name.startswith("rag") else None
-        cfg = LoadConfig(name, str(ix) if ix else None, generator, retriever, mdl, k).validate()
+        multi = dict(hops=hops, max_passages=max_passages) if name == "pipeline" else {}
+        cfg = LoadConfig(name, str(ix) if ix else None, generator, retriever, mdl, k, **multi).validate()
         configs[cfg.engine] = cfg
     items = load_qa_set(qa_set)[:limit]
     params = SamplingParams(max_new_tokens=max_new_tokens, max_retrievals=max_retrievals, retrieve_prob=retrieve_prob,

@@ -3,7 +3,8 @@
 Layout::
 
     <folder>/manifest.json   what built the folder + SHA-256 of every other file
-    <folder>/index.faiss     the dense FAISS index (absent in a BM25-only folder)
+    <folder>/index.faiss     the dense FAISS index (absent in a BM25-only folder, and in a folder whose
+                             manifest points at an external vector store: ``extra["store"]``)
     <folder>/docs/           the doc store (see :class:`unirag.corpus.DocStore`)
     <folder>/bm25/           the BM25 index (absent when built with ``--no-bm25``)
 """
@@ -112,7 +113,7 @@ class IndexFolder:
 
     @property
     def has_dense(self) -> bool:
-        """Whether the manifest lists a dense FAISS index (``index.faiss``, dimension > 0)."""
+        """Whether the manifest lists a dense index (``index.faiss`` or an external store, dimension > 0)."""
         return _has_dense(self.read_manifest())
 
     @property
@@ -133,7 +134,8 @@ class IndexFolder:
 
 
 def _has_dense(manifest: Manifest) -> bool:
-    return manifest.dim > 0 and INDEX_FILE in manifest.files
+    store = manifest.extra.get("store") if isinstance(manifest.extra, dict) else None
+    return manifest.dim > 0 and (INDEX_FILE in manifest.files or bool(store))
 
 
 def _has_bm25(manifest: Manifest) -> bool:

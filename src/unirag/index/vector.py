@@ -157,12 +157,20 @@ class Index:
 
     @classmethod
     def load(cls, path: str | os.PathLike, verify: bool = True, mmap: bool = False) -> Index:
-        """Load a folder written by :meth:`save`; ``verify`` checks every file's SHA-256."""
+        """Load a folder written by :meth:`save`; ``verify`` checks every file's SHA-256.
+
+        A folder whose manifest points at an external store (``extra["store"]``, see
+        :mod:`unirag.index.store`) opens that store instead: the object returned speaks the same verbs."""
         folder = IndexFolder(path)
         manifest = folder.read_manifest()
         folder.require("dense", manifest)
         if verify:
             folder.verify(manifest)
+        uri = manifest.extra.get("store") if isinstance(manifest.extra, dict) else None
+        if uri:
+            from unirag.index.store import open_store
+
+            return open_store(uri, manifest=manifest)  # type: ignore[return-value]
         faiss = _faiss()
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
         try:

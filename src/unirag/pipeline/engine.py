@@ -9,24 +9,39 @@ from dataclasses import dataclass
 from typing import Any
 
 from unirag.config.base import ConfigBase
-from unirag.engine import Clock, hits, make_sources
-from unirag.outputs import Answer, Event, Finished, RetrievalEvent, TextDelta, Timings, TraceStep, Usage, \
-    extract_answer
-from unirag.pipeline.prompt import SYSTEM, build_prompt
+from unirag.engine import BatchStreaming, Clock, hits, make_sources
+from unirag.outputs import Answer, Event, Finished, RetrievalEvent, TextDelta, Timings, TraceStep, Usage
+from unirag.pipeline.prompt import style_for
 from unirag.sampling_params import SamplingParams
 
 
 @dataclass
 class PipelineConfig(ConfigBase):
     """Settings of :class:`PipelineEngine`: passages per question (``k``; 0 = closed book, no
-    retrieval), words kept of each passage, and the system prompt."""
+    retrieval), words kept of each passage, the prompt style (a key of
+    :data:`unirag.pipeline.prompt.STYLES`; ``None``: the generator family's) and the system prompt
+    (``None``: the style's).
+
+    Multi-hop (:mod:`unirag.pipeline.iterative`): ``hops`` retrievals per question (1: single-shot;
+    ``SamplingParams.hops`` overrides it per request), ``k`` passages per hop, at most
+    ``max_passages`` in all (``None``: hops x k) and ``max_prompt_tokens`` tokens of the final prompt
+    (``None``: no limit); the reader writes each follow-up query in at most ``followup_tokens``
+    tokens, seeing the first ``followup_words`` words of each passage read; with ``followup_anchor``
+    the text searched is the question followed by the follow-up (else the follow-up alone)."""
 
     k: int = 3
     max_passage_words: int = 120
-    system_prompt: str = SYSTEM
+    system_prompt: str | None = None
+    prompt_style: str | None = None
+    hops: int = 1
+    max_passages: int | None = None
+    max_prompt_tokens: int | None = None
+    followup_tokens: int = 24
+    followup_words: int = 24
+    followup_anchor: bool = True
 
 
-class PipelineEngine:
+class PipelineEngine(BatchStreaming):
     """Retrieve-then-read over any retriever (dense, BM25, hybrid) and any generator."""
 
     name = "pipeline"
@@ -102,32 +117,55 @@ class PipelineEngine:
         out = []
         for i, q in enumerate(questions):
             passages, scores = hits(res, i) if res is not None else ([], [])
-            if res is not None:
-                system, user = self.config.system_prompt, build_prompt(q, passages, self.config.max_passage_words)
-            else:  # closed book: the question alone in the chat template
-                system, user = None, q
+            # closed book: the question alone in the chat template
+            prompt = self.render_prompt(q, passages) if res is not None else self.generator.chat_prompt(q)
             trace = [TraceStep(q, None, [p.id for p in passages], scores, [p.id for p in passages])] if res else []
             ans = Answer(q, "", make_sources(passages, scores), trace, engine=self.name,
                          timings=Timings(retrieval=t_ret))
-            out.append((self.generator.chat_prompt(user, system=system), ans))
+            out.append((prompt, ans))
         return out
+
+    def render_prompt(self, question: str, passages: Sequence[Any]) -> str:
+        """The reader's prompt for ``question`` over ``passages`` (numbered ``[1]``.. in order): the
+        prompt :meth:`prepare` builds (the generator family's prompt style); multi-hop answers from it
+        over the passages of every hop."""
+        style = style_for(self.generator, self.config.prompt_style)
+        system = style.system if self.config.system_prompt is None else self.config.system_prompt
+        return self.generator.chat_prompt(style.user_turn(question, passages, self.config.max_passage_words),
+                                          system=system)
 
     def stream_batch(self, questions: Sequence[str], params: SamplingParams | Sequence[SamplingParams],
                      cancelled: Callable[[int], bool] | None = None) -> Iterator[tuple[int, Event]]:
-        """``(question index, event)`` pairs: every question's retrieval event, then the text of all
-        questions as their rows decode together, each question's ``Finished`` when its row ends.
-        ``params`` is one for all or one per question; ``cancelled(i)`` ends question ``i`` early."""
+        """``(question index, event)`` pairs: every question's retrieval event (multi-hop: one per
+        hop, as it happens), then the text of all questions as their rows decode together, each
+        question's ``Finished`` when its row ends. ``params`` is one for all or one per question;
+        ``cancelled(i)`` ends question ``i`` early."""
+        from unirag.pipeline.iterative import hops_of, run_hops
+
         per = [params] * len(questions) if isinstance(params, SamplingParams) else list(params)
         clock = Clock()
         groups: dict[int | None, list[int]] = {}
+        multi = [i for i, p in enumerate(per) if self.retriever is not None and hops_of(self.config, p) > 1]
+        hopped = set(multi)
         for i, p in enumerate(per):  # questions asking for the same k share one search
-            groups.setdefault(p.k, []).append(i)
+            if i not in hopped:
+                groups.setdefault(p.k, []).append(i)
         prepared: list[Any] = [None] * len(questions)
+        if multi:  # multi-hop: the reader writes follow-up queries (pipeline/iterative.py)
+            hopping = run_hops(self, [questions[i] for i in multi], [per[i] for i in multi])
+            while True:
+                try:
+                    j, ev = next(hopping)
+                except StopIteration as stop:
+                    for i, item in zip(multi, stop.value):
+                        prepared[i] = item
+                    break
+                yield multi[j], ev
         for k, idx in groups.items():
             for i, item in zip(idx, self.prepare([questions[i] for i in idx], per[idx[0]])):
                 prepared[i] = item
         for i, (_, ans) in enumerate(prepared):
-            if ans.trace:
+            if ans.trace and i not in hopped:
                 yield i, RetrievalEvent(ans.trace[0], ans.sources)
         ids = [self.generator.encode_prompt(p) for p, _ in prepared]
         first: dict[int, float] = {}
@@ -148,7 +186,8 @@ class PipelineEngine:
             elif isinstance(ev, DoneEvent):
                 ans = prepared[i][1]
                 ans.text = "".join(pieces[i]).strip()
-                ans.short = extract_answer(ans.text)
+                ans.short = style_for(self.generator, self.config.prompt_style).short_answer(ans.text)
+                ans.ground()  # cited sources and abstention
                 ans.finish_reason = ev.output.finish_reason
                 ans.usage = Usage(len(ids[i]), len(ev.output.token_ids))
                 total = clock.total()
@@ -166,13 +205,3 @@ class PipelineEngine:
             out.index = i
             yield TextEvent(i, out.text)
             yield DoneEvent(i, out)
-
-    def ask_batch(self, questions: Sequence[str], params: SamplingParams) -> list[Answer]:
-        """Answers to ``questions``: one search, then one batch of generation."""
-        done = {i: ev.answer for i, ev in self.stream_batch(questions, params) if isinstance(ev, Finished)}
-        return [done[i] for i in range(len(questions))]
-
-    def stream(self, question: str, params: SamplingParams) -> Iterator[Event]:
-        """A retrieval event with the numbered sources, then the answer text as it is generated."""
-        for _, ev in self.stream_batch([question], params):
-            yield ev

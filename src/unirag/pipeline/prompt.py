@@ -1,10 +1,22 @@
-"""The retrieve-then-read prompt: numbered passages, then the question."""
+"""The retrieve-then-read prompt, fitted to each model family.
+
+A :class:`PromptStyle` holds a family's system prompt, its user-turn template (numbered passages
+``[n] Title: text``, then the question) and its answer post-processing (the short answer, the
+abstention test). :data:`STYLES` is keyed by the generator's ``config.model_type`` (``llama``:
+SmolLM2; ``qwen2``: Qwen2.5); :func:`style_for` picks one for a generator, ``default`` for
+any other family. Each style was chosen by measurement on held-out FanOutQA questions
+(``bench/bench_reader.py``), not shared blindly: a prompt that suits one model can make another
+copy its first passage instead of answering.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from unirag.corpus.passage import Passage
+from unirag.outputs import ABSTAIN, cited_numbers, extract_answer, is_abstention  # noqa: F401 (re-exported)
 
 SYSTEM = (
     "You answer questions using the numbered passages. Answer briefly and cite the passages "
@@ -18,7 +30,79 @@ def clip_words(text: str, words: int | None) -> str:
     return text if words is None or len(parts) <= words else " ".join(parts[:words]) + " ..."
 
 
+def number_passages(passages: Sequence[Passage], max_passage_words: int | None = 120) -> str:
+    """``[1] Title: text`` blocks, one per passage, each cut to ``max_passage_words``."""
+    return "\n\n".join(f"[{i}] {p.title}: {clip_words(p.text, max_passage_words)}" for i, p in enumerate(passages, 1))
+
+
 def build_prompt(question: str, passages: Sequence[Passage], max_passage_words: int | None = 120) -> str:
-    """The user turn: numbered passages (each cut to ``max_passage_words``), then the question."""
-    blocks = [f"[{i}] {p.title}: {clip_words(p.text, max_passage_words)}" for i, p in enumerate(passages, 1)]
-    return "Passages:\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}\nAnswer:"
+    """The default user turn: numbered passages (each cut to ``max_passage_words``), then the question."""
+    return "Passages:\n" + number_passages(passages, max_passage_words) + f"\n\nQuestion: {question}\nAnswer:"
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    """One model family's prompt and answer post-processing.
+
+    ``system``: the system turn (``""``: none). ``template``: the user turn, with ``{passages}``
+    (numbered blocks) and ``{question}``. ``first_line``: the short answer is the first line of
+    the generation (families that answer first and may ramble after), else
+    :func:`~unirag.outputs.extract_answer`'s rule."""
+
+    name: str
+    system: str
+    template: str
+    first_line: bool = False
+
+    def user_turn(self, question: str, passages: Sequence[Passage], max_passage_words: int | None = 120) -> str:
+        """The user turn for ``question`` over ``passages``."""
+        return self.template.format(passages=number_passages(passages, max_passage_words), question=question)
+
+    def short_answer(self, text: str) -> str:
+        """The short answer that exact match and F1 score."""
+        if self.first_line:
+            lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+            text = lines[0] if lines else ""
+        return extract_answer(text)
+
+    def abstained(self, text: str) -> bool:
+        """Whether the generation says the passages do not hold the answer."""
+        return is_abstention(text)
+
+
+_DEFAULT = PromptStyle("default", SYSTEM, "Passages:\n{passages}\n\nQuestion: {question}\nAnswer:")
+
+STYLES: dict[str, PromptStyle] = {
+    "default": _DEFAULT,
+    # SmolLM2-135M-Instruct
+    "llama": _DEFAULT,
+    # Qwen2.5(-Coder)-Instruct: with the default prompt it copies passage [1]; asked plainly, with
+    # the question last and the answer form spelled out, it answers.
+    "qwen2": PromptStyle(
+        "qwen2",
+        "You are a helpful assistant.",
+        "Answer the question using only the numbered passages below.\n\n{passages}\n\n"
+        "Question: {question}\n\n"
+        "Reply with the short answer only (a name, date, number or short phrase), followed by the "
+        f"number of the passage it comes from in brackets, like: Alexander Fleming [1]. If the passages "
+        f"do not contain the answer, reply exactly: {ABSTAIN}",
+        first_line=True,
+    ),
+}
+
+
+def model_type(generator: Any) -> str:
+    """The generator's ``config.model_type`` (``""`` when it has none)."""
+    model = getattr(generator, "model", None)
+    return str(getattr(getattr(model, "config", None), "model_type", "") or "")
+
+
+def style_for(generator: Any, name: str | None = None) -> PromptStyle:
+    """The prompt style ``name`` (a key of :data:`STYLES`), else the generator family's, else ``default``."""
+    if name:
+        if name not in STYLES:
+            from unirag.config.base import ConfigError
+
+            raise ConfigError(f"unknown prompt style {name!r} (known: {', '.join(STYLES)})")
+        return STYLES[name]
+    return STYLES.get(model_type(generator), _DEFAULT)

@@ -56,6 +56,8 @@ def build_index(
     sort_by_length: bool = True,
     progress: bool = True,
     deterministic: bool = True,
+    registry: dict | None = None,
+    lock: bool = True,
     ray=None,
 ) -> Path:
     """Write an index folder at ``out``: ``docs/`` (doc store), ``index.faiss`` (dense, embedded
@@ -70,8 +72,15 @@ def build_index(
     local cluster; an address; or a dict / :class:`~unirag.distributed.embed.RayEmbedOptions` with
     ``concurrency``, ``batch_size``, ``num_cpus`` per actor). The folder is the same either way.
 
-    The folder appears only when complete; an existing one is replaced only on success.
+    The folder appears only when complete; an existing one is replaced only on success. Writers
+    of one folder are serialised by the lock :func:`unirag.retrieval.update.writer_lock` takes
+    (``lock=False``: the caller holds it). ``registry``: a document registry written as
+    ``sources.json`` (:mod:`unirag.index.registry`).
     """
+    import contextlib
+
+    from unirag.retrieval.update import remove_stale_versions, writer_lock
+
     if not dense and not bm25:
         from unirag.config.errors import UsageError
 
@@ -81,45 +90,51 @@ def build_index(
 
         ray = RayEmbedOptions.coerce(ray)
     out = Path(out)
-    with atomic_dir(out) as tmp:
-        layout = IndexFolder(tmp)
-        store = DocStore.build(passages, layout.docs_dir, progress=False)
-        extra = {"kinds": (["dense"] if dense else []) + (["bm25"] if bm25 else [])}
-        if bm25:
-            build_bm25((p.contents for p in store), layout.bm25_dir)
-        if dense:
-            encoder_spec = encoder  # what Ray actors load: the name, or the embedding function itself
-            if isinstance(encoder, str):
-                from unirag.models.encoder import Encoder
+    with writer_lock(out) if lock else contextlib.nullcontext():
+        remove_stale_versions(out)
+        with atomic_dir(out) as tmp:
+            layout = IndexFolder(tmp)
+            store = DocStore.build(passages, layout.docs_dir, progress=False)
+            extra = {"kinds": (["dense"] if dense else []) + (["bm25"] if bm25 else [])}
+            if bm25:
+                build_bm25((p.contents for p in store), layout.bm25_dir)
+            if dense:
+                encoder_spec = encoder  # what Ray actors load: the name, or the embedding function itself
+                if isinstance(encoder, str):
+                    from unirag.models.encoder import Encoder
 
-                encoder = Encoder.from_pretrained(encoder)
-            index = Index(encoder.dim, factory, "ip")
-            m = index.manifest
-            m.encoder = encoder.name
-            m.encoder_info = encoder_info(encoder)
-            bar = None
-            if progress:
-                from tqdm.auto import tqdm
+                    encoder = Encoder.from_pretrained(encoder)
+                index = Index(encoder.dim, factory, "ip")
+                m = index.manifest
+                m.encoder = encoder.name
+                m.encoder_info = encoder_info(encoder)
+                bar = None
+                if progress:
+                    from tqdm.auto import tqdm
 
-                bar = tqdm(total=len(store), desc="embedding corpus", unit=" passages")
-            if ray:
-                from unirag.distributed.embed import embed_store
+                    bar = tqdm(total=len(store), desc="embedding corpus", unit=" passages")
+                if ray:
+                    from unirag.distributed.embed import embed_store
 
-                chunks = embed_store(layout.docs_dir, encoder_spec, len(store), ray, CHUNK,
-                                     batch_size, sort_by_length, bar)
+                    chunks = embed_store(layout.docs_dir, encoder_spec, len(store), ray, CHUNK,
+                                         batch_size, sort_by_length, bar)
+                else:
+                    chunks = (encoder.encode([store[r].contents for r in range(start, min(start + CHUNK, len(store)))],
+                                             batch_size=batch_size, sort_by_length=sort_by_length, bar=bar)
+                              for start in range(0, len(store), CHUNK))
+                with _faiss_threads(factory, deterministic):
+                    for vecs in chunks:
+                        index.add(vecs)
+                if bar is not None:
+                    bar.close()
             else:
-                chunks = (encoder.encode([store[r].contents for r in range(start, min(start + CHUNK, len(store)))],
-                                         batch_size=batch_size, sort_by_length=sort_by_length, bar=bar)
-                          for start in range(0, len(store), CHUNK))
-            with _faiss_threads(factory, deterministic):
-                for vecs in chunks:
-                    index.add(vecs)
-            if bar is not None:
-                bar.close()
-        else:
-            index = None
-            m = Manifest(dim=0, factory="", metric="", count=len(store))
-        finish_folder(tmp, store, index, m, extra)
+                index = None
+                m = Manifest(dim=0, factory="", metric="", count=len(store))
+            if registry is not None:
+                from unirag.index.registry import write_registry
+
+                write_registry(tmp, registry)
+            finish_folder(tmp, store, index, m, extra)
     return out
 
 

@@ -100,6 +100,17 @@ def writer_lock(folder: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def remove_stale_versions(folder: Path) -> None:
+    """Remove half-written versions (``.<name>.tmp-*`` / ``.<name>.old-*`` beside the folder) left by
+    a writer that was killed; call it only while holding :func:`writer_lock`, so none is in use."""
+    import shutil
+
+    for prefix in (f".{folder.name}.tmp-", f".{folder.name}.old-"):
+        for stale in folder.parent.glob(prefix + "*"):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+
+
 def _resolve_encoder(manifest: Manifest, encoder: Any, folder: Path) -> Any:
     if encoder is None:
         if manifest.encoder_info.get("kind") == "onegen":
@@ -124,6 +135,8 @@ def update_index(
     batch_size: int = 64,
     progress: bool = False,
     verify: bool = True,
+    registry: dict[str, Any] | None = None,
+    lock: bool = True,
 ) -> UpdateResult:
     """Write the next version of index folder ``folder``: passages of ``add`` replace those with
     the same id (keeping their row) or are appended; ids in ``delete`` are removed.
@@ -145,6 +158,10 @@ def update_index(
 
     Writers of one folder are serialised by a lock file beside it. ``verify`` checks the old
     folder's checksums first. Returns an :class:`UpdateResult`.
+
+    ``registry``: the document registry (``sources.json``, :mod:`unirag.index.registry`) of the new
+    version; ``None`` carries the old one over, without the deleted ids. ``lock=False`` is for a
+    caller that already holds :func:`writer_lock` of the folder.
     """
     from unirag.retrieval.bm25 import build_bm25
     from unirag.retrieval.build import CHUNK, _faiss_threads, finish_folder
@@ -165,12 +182,17 @@ def update_index(
     if both:
         raise UsageError(f"ids both added and deleted: {both[:5]}")
 
-    with writer_lock(path):
+    with writer_lock(path) if lock else contextlib.nullcontext():
+        remove_stale_versions(path)
         layout = IndexFolder(path)
         manifest = layout.read_manifest()
         if verify:
             layout.verify(manifest)
         dense, bm25 = layout.has_dense, layout.has_bm25
+        if dense and manifest.extra.get("store"):
+            raise UsageError(f"{path}: its vectors live in the external store {manifest.extra['store']}; "
+                             "updating such a folder is not supported yet (rebuild the FAISS folder, update "
+                             "it, and export it again with unirag.index.export_store)")
         store = DocStore(layout.docs_dir)
         old_index = enc = None
         try:
@@ -253,6 +275,15 @@ def update_index(
                 else:
                     m = Manifest(dim=0, factory=manifest.factory, metric=manifest.metric, count=n,
                                  encoder=manifest.encoder, encoder_info=dict(manifest.encoder_info))
+                from unirag.index.registry import load_registry, prune_registry, write_registry
+
+                reg = registry
+                if reg is None:
+                    reg = load_registry(path)
+                    if reg is not None:
+                        reg = prune_registry(reg, set(store.ids(np.nonzero(~keep)[0])))
+                if reg is not None:
+                    write_registry(tmp, reg)
                 finish_folder(tmp, new_store, index, m, dict(manifest.extra))
         finally:
             store.close()

@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from unirag.config.base import ConfigBase, ConfigError
+from unirag.models.registry import DEFAULT_GENERATOR
 
 MODEL_PREFIX = "unirag-"
 
@@ -48,7 +49,7 @@ class ServeConfig(ConfigBase):
     engines: list[str] = field(default_factory=lambda: ["pipeline"])
     index: str | None = None
     retriever: str = "dense"
-    generator: str = "smollm2-135m-instruct"
+    generator: str = DEFAULT_GENERATOR
     model: str | None = None
     per_engine: dict[str, dict[str, str]] = field(default_factory=dict)
     api_key: str | None = None
