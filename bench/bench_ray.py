@@ -8,7 +8,8 @@
    (scatter + gather + merge), and of empty calls to every shard actor (Ray's own round trip),
    against the unsplit index searched in this process.
 2. Embedding: the first ``--passages`` Wikipedia summaries embedded with all-MiniLM-L6-v2 by the
-   single-process build and by ``build_index(ray=...)`` with 1 and 2 encoder actors (1 CPU each) on
+   single-process build (torch's default threads, and 1 thread as each actor runs) and by
+   ``build_index(ray=...)`` with 1 and 2 encoder actors (1 CPU each) on
    a local cluster; passages per second with and without start-up (loading the model in this
    process; starting the actor pool, each actor importing torch and loading the encoder).
 
@@ -126,6 +127,17 @@ def bench_embed(args, tmp: Path) -> list[dict]:
     rows.append({"mode": "single process", "workers": 1, "seconds": load + dt,
                  "passages_per_s": len(passages) / (load + dt), "startup_s": load,
                  "steady_passages_per_s": len(passages) / dt})
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each Ray encoder actor of 1 CPU runs
+    t = time.perf_counter()
+    build_index(passages, tmp / "e-single1", encoder=enc, bm25=False, progress=False)
+    dt = time.perf_counter() - t
+    torch.set_num_threads(threads)
+    rows.append({"mode": "single process, 1 thread", "workers": 1, "seconds": load + dt,
+                 "passages_per_s": len(passages) / (load + dt), "startup_s": load,
+                 "steady_passages_per_s": len(passages) / dt})
     for workers in (1, 2):
         t = time.perf_counter()
         ray.init(num_cpus=workers + 1, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
@@ -154,11 +166,18 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--passages", type=int, default=2000)
     ap.add_argument("--skip-embed", action="store_true")
+    ap.add_argument("--skip-search", action="store_true", help="keep the search rows of the last results file")
     args = ap.parse_args()
     os.environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parent.parent / "src"))
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as d:
-        search_rows = bench_search(args, Path(d))
+        if args.skip_search:  # keep the search rows of the last run
+            import json
+
+            last = Path(__file__).resolve().parent / "results" / "ray.json"
+            search_rows = json.loads(last.read_text())["sharded_search"] if last.is_file() else []
+        else:
+            search_rows = bench_search(args, Path(d))
         print(table(search_rows, f"sharded Flat search, {args.n} x {args.dim}, k=10 (ms)"), flush=True)
         embed_rows = [] if args.skip_embed else bench_embed(args, Path(d))
     if embed_rows:
