@@ -50,7 +50,9 @@ def test_malformed_corpus_leaves_existing_index_untouched(built, tiny_encoder_di
     assert "bad.jsonl:7: invalid JSON" in proc.stderr and "Traceback" not in proc.stderr
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
-    assert sorted(p.name for p in tmp.iterdir() if p.name.startswith(".")) == []
+    # no temporary folder is left; only the writers' (empty, persistent) lock file sits beside the index
+    assert sorted(p.name for p in tmp.iterdir() if p.name.startswith(".")) == [f".{out.name}.lock"]
+    assert (tmp / f".{out.name}.lock").stat().st_size == 0
 
 
 def test_one_line_errors(built, tmp_path, tiny_encoder_dir, tiny_encoder_dir_b):
