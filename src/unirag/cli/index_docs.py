@@ -88,8 +88,6 @@ def index_add(
     from unirag.retrieval.ingest import add_files
 
     _check(max_tokens, overlap, split_words)
-    if encoder is None and not (index / "manifest.json").is_file():
-        encoder = "all-minilm-l6-v2"
     res = add_files(index, paths, encoder, root=root, include=include, exclude=exclude, max_tokens=max_tokens,
                     overlap=overlap, split_words=split_words, force=force, checksum=checksum, factory=factory,
                     progress=not as_json)
@@ -116,8 +114,6 @@ def index_sync(
     from unirag.retrieval.ingest import sync_folder
 
     _check(max_tokens, overlap, split_words)
-    if encoder is None and not (index / "manifest.json").is_file():
-        encoder = "all-minilm-l6-v2"
     res = sync_folder(index, folder, encoder, include=include, exclude=exclude, max_tokens=max_tokens,
                       overlap=overlap, split_words=split_words, force=force, checksum=checksum, factory=factory,
                       progress=not as_json)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from unirag.index.errors import IndexFormatError
+from unirag.index.folder import IndexFolder
 
 SHARDS_FILE = "shards.json"
 ROUTE_FILE = "route.npy"
@@ -58,7 +59,7 @@ def read_shard_set(path: str | os.PathLike) -> dict[str, Any]:
     if info.get("format") != FORMAT:
         raise IndexFormatError(f"{f}: unsupported format {info.get('format')!r} (expected {FORMAT!r})")
     for s in info["shards"]:
-        if not (path / s["name"] / "manifest.json").is_file():
+        if not IndexFolder(path / s["name"]).exists():
             raise IndexFormatError(f"{path / s['name']}: shard folder missing or incomplete")
     return info
 
@@ -73,7 +74,6 @@ def split_index(folder: str | os.PathLike, out: str | os.PathLike, n_shards: int
     from unirag.config.errors import UsageError
     from unirag.config.fs import atomic_dir
     from unirag.corpus.store import DocStore
-    from unirag.index.folder import IndexFolder
     from unirag.index.vector import Index
     from unirag.retrieval.build import finish_folder
 

@@ -34,6 +34,7 @@ from unirag.corpus.documents import DocumentError, iter_files, read_document
 from unirag.corpus.passage import CorpusError, Passage
 from unirag.index.folder import IndexFolder
 from unirag.index.registry import empty_registry, load_registry
+from unirag.models.registry import DEFAULT_ENCODER
 from unirag.retrieval.update import UnknownPassageError, UpdateResult, remove_stale_versions, update_index, writer_lock
 
 __all__ = ["DocReport", "IngestResult", "add_files", "delete_documents", "list_documents", "sync_folder"]
@@ -179,9 +180,7 @@ class _Ingest:
             if self.exists:
                 self._enc = _resolve_encoder(self.manifest, self.encoder_arg, self.folder)
             else:
-                enc = self.encoder_arg
-                if enc is None:
-                    raise UsageError(f"{self.folder}: no index there yet: give an encoder to create it (--encoder)")
+                enc = self.encoder_arg or DEFAULT_ENCODER  # a new index: the default encoder unless told
                 if isinstance(enc, str):
                     from unirag.models.encoder import Encoder
 
