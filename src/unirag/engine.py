@@ -27,9 +27,15 @@ class Engine(Protocol):
         ...
 
     def stream_batch(self, questions: Sequence[str], params: SamplingParams | Sequence[SamplingParams],
-                     cancelled: Any = None) -> Iterator[tuple[int, Event]]:
+                     cancelled: Any = None, admit: Any = None) -> Iterator[tuple[int, Event]]:
         """``(question index, event)`` pairs of several questions decoded together; ``params`` one
-        for all or one per question; ``cancelled(i)`` (asked between steps) ends question ``i``."""
+        for all or one per question; ``cancelled(i)`` (asked between steps) ends question ``i``;
+        ``admit()`` (asked between steps, where :meth:`admits` allows) returns new
+        ``(question, params)`` pairs that join the running batch, numbered on after the others."""
+        ...
+
+    def admits(self, params: SamplingParams) -> bool:
+        """Whether a question with ``params`` can join a running batch (continuous batching)."""
         ...
 
     def search(self, queries: Sequence[str], k: int) -> Any:
@@ -67,8 +73,12 @@ class BatchStreaming:
     """``ask_batch`` and ``stream`` of an engine whose primitive is ``stream_batch``."""
 
     def stream_batch(self, questions: Sequence[str], params: SamplingParams | Sequence[SamplingParams],
-                     cancelled: Any = None) -> Iterator[tuple[int, Event]]:
+                     cancelled: Any = None, admit: Any = None) -> Iterator[tuple[int, Event]]:
         raise NotImplementedError
+
+    def admits(self, params: SamplingParams) -> bool:
+        """Whether a question can join a running batch (default: no; batches run whole)."""
+        return False
 
     def ask_batch(self, questions: Sequence[str], params: SamplingParams) -> list[Answer]:
         """The final answers of :meth:`stream_batch`, in question order."""

@@ -145,3 +145,30 @@ def test_stream_batch_per_request_params_and_cancel(rag):
     assert finals[2].finish_reason == "cancelled" and finals[2].usage.completion_tokens < 8
     with pytest.raises(ConfigError, match="2 SamplingParams for 3"):
         list(rag.stream_batch(qs, [greedy, greedy]))
+
+
+def test_questions_join_a_running_batch(rag):
+    """Continuous batching through the door: questions admitted between decoding steps get their
+    own retrieval event, numbered on, and the answer (text, sources, seed) they get alone."""
+    greedy = unirag.SamplingParams(max_new_tokens=8)
+    sampled = unirag.SamplingParams(max_new_tokens=6, temperature=1.0, seed=5)
+    assert rag.admits(greedy) and not rag.admits(greedy.with_(hops=2))
+    arrivals = [[], [], [(QUESTIONS[1], sampled)], [], [(QUESTIONS[2], greedy)]]
+    calls = {"n": 0}
+
+    def admit():
+        calls["n"] += 1
+        return arrivals[calls["n"] - 1] if calls["n"] <= len(arrivals) else []
+
+    finals, order = {}, []
+    for i, ev in rag.stream_batch([QUESTIONS[0]], greedy, admit=admit):
+        order.append((i, type(ev).__name__))
+        if isinstance(ev, Finished):
+            finals[i] = ev.answer
+    assert sorted(finals) == [0, 1, 2]
+    assert order.index((1, "RetrievalEvent")) > order.index((0, "TextDelta"))  # 0 was decoding when 1 joined
+    for i, (q, p) in enumerate([(QUESTIONS[0], greedy), (QUESTIONS[1], sampled), (QUESTIONS[2], greedy)]):
+        alone = rag.ask(q, p)
+        assert finals[i].question == q and finals[i].text == alone.text
+        assert [s.id for s in finals[i].sources] == [s.id for s in alone.sources]
+        assert finals[i].timings.total >= finals[i].timings.generation > 0

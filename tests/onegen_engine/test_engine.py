@@ -81,6 +81,53 @@ def test_batched_equals_one_by_one(tiny_onegen, tiny_index):
         assert single.sources == batch[i].sources
 
 
+def test_rows_admitted_into_a_running_batch_equal_one_by_one(tiny_onegen, tiny_index):
+    """Continuous batching: prompts that join at steps 2 and 5 (prefilling while the first row
+    decodes, then retrieving at their own steps) give the tokens and sources of single decoding."""
+    params = SamplingParams(max_new_tokens=10, force_query_at=(0, 4), max_retrievals=2, k=1)
+    engine = Decoder(tiny_onegen, tiny_index)
+    ids = engine.encode(PROMPTS)
+    arrivals = {2: [1], 5: [2]}  # step -> prompts that arrive then
+    step = {"n": 0}
+
+    def admit():
+        step["n"] += 1
+        return [(ids[j], params) for j in arrivals.get(step["n"] - 1, [])]
+
+    events = list(engine.stream([ids[0]], params, admit=admit))
+    done = {e.index: e.output for e in events if isinstance(e, DoneEvent)}
+    assert sorted(done) == [0, 1, 2]
+    first_text = {}
+    for pos, e in enumerate(events):
+        if isinstance(e, TextEvent):
+            first_text.setdefault(e.index, pos)
+    assert first_text[0] < first_text[1] < first_text[2]  # row 0 was already decoding when 1 and 2 joined
+    for i, p in enumerate(PROMPTS):
+        single = engine.generate(p, params)[0]
+        assert done[i].token_ids == single.token_ids
+        assert done[i].sources == single.sources
+
+
+def test_a_row_admitted_after_every_row_ended_starts_a_fresh_cache(tiny_onegen, tiny_index):
+    params = SamplingParams(max_new_tokens=6, force_query_at=(1,), max_retrievals=1, k=1)
+    engine = Decoder(tiny_onegen, tiny_index)
+    ids = engine.encode(PROMPTS)
+    seen: list = []
+    sent = {"late": False}
+
+    def admit():
+        if not sent["late"] and any(isinstance(e, DoneEvent) for e in seen):
+            sent["late"] = True
+            return [(ids[2], params)]
+        return []
+
+    for e in engine.stream([ids[0]], params, admit=admit):
+        seen.append(e)
+    done = {e.index: e.output for e in seen if isinstance(e, DoneEvent)}
+    assert sorted(done) == [0, 1]
+    assert done[1].token_ids == engine.generate(PROMPTS[2], params)[0].token_ids
+
+
 def count_forwards(model, fn):
     decoder, _ = split_lm(model.lm)
     calls = []

@@ -87,6 +87,25 @@ def test_door_batch_and_stream(door):
     assert len(hits) == 3 and hits[0].score >= hits[1].score >= hits[2].score
 
 
+def test_door_questions_join_a_running_batch(door):
+    params = SamplingParams(max_new_tokens=6, max_retrievals=2)
+    qs = ["Where is the Eiffel Tower?", "Who wrote Python?", "How long is the Nile?"]
+    assert door.admits(params)
+    calls = {"n": 0}
+
+    def admit():
+        calls["n"] += 1
+        return {3: [(qs[1], params)], 6: [(qs[2], params)]}.get(calls["n"], [])
+
+    finals = {i: ev.answer for i, ev in door.stream_batch(qs[:1], params, admit=admit) if isinstance(ev, Finished)}
+    assert sorted(finals) == [0, 1, 2]
+    for i, q in enumerate(qs):
+        alone = door.ask(q, params)
+        assert finals[i].question == q and finals[i].text == alone.text
+        assert finals[i].source_ids == alone.source_ids
+        assert [s.number for s in finals[i].sources] == list(range(1, len(alone.sources) + 1))
+
+
 def test_harness_scores_the_door(door, tmp_path):
     from unirag.eval.harness import evaluate_qa
 

@@ -62,12 +62,12 @@ class Slow:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.rag, name)
 
-    def stream_batch(self, questions, params, cancelled=None):
+    def stream_batch(self, questions, params, cancelled=None, admit=None):
         def slow(i: int) -> bool:
             time.sleep(self.delay)
             return cancelled(i) if cancelled is not None else False
 
-        return self.rag.stream_batch(questions, params, slow)
+        return self.rag.stream_batch(questions, params, slow, admit)
 
 
 def make_index(path, encoder, prefix: str):

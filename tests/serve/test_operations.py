@@ -107,6 +107,35 @@ def test_client_disconnect_stops_generation(rag):
         assert 'unirag_requests_total{method="POST",route="/v1/chat/completions",status="200"}' in text
 
 
+@pytest.mark.parametrize("continuous", [True, False])
+def test_a_request_joins_the_running_batch(rag, continuous):
+    """Continuous batching: a short request sent while a long one decodes joins its batch and
+    finishes first, with the text it gets alone; without it, it waits for the long one to end."""
+    app = create_app({"pipeline": Slow(rag, 0.03)}, ServeConfig(max_batch=4, continuous=continuous))
+    short_q = "a German composer"
+    with live(app) as url:
+        done: dict[str, float] = {}
+        texts: dict[str, str] = {}
+
+        def go(name, question, max_tokens):
+            r = httpx.post(url + "/v1/chat/completions", timeout=60, json={
+                "model": "unirag-pipeline", "max_tokens": max_tokens, "messages": [{"role": "user", "content": question}]})
+            done[name] = time.monotonic()
+            texts[name] = r.json()["choices"][0]["message"]["content"]
+
+        long = threading.Thread(target=go, args=("long", "Who painted the Mona Lisa?", 60))
+        long.start()
+        metrics = app.state.unirag.metrics
+        t0 = time.monotonic()
+        while metrics.value("unirag_generated_tokens_total", engine="pipeline") < 5:  # the long one decodes
+            assert time.monotonic() - t0 < 20
+            time.sleep(0.01)
+        go("short", short_q, 3)
+        long.join()
+    assert texts["short"] == rag.ask(short_q, unirag.SamplingParams(max_new_tokens=3)).text
+    assert (done["short"] < done["long"]) is continuous
+
+
 def test_hot_swap_under_concurrent_searches(index_a, index_b):
     search_only = unirag.RAG.load(index_a, engine="pipeline", generator=None, progress=False)
     with live(create_app({"pipeline": search_only}, ServeConfig())) as url:
@@ -239,3 +268,19 @@ def test_documents_added_are_found_and_deleted_ones_are_gone_everywhere(tmp_path
         assert r.status_code == 404 and r.json()["error"]["code"] == "document_not_found"
         r = httpx.post(url + "/documents", json={"documents": [{"id": "x", "text": ""}]})
         assert r.status_code == 422 and "text" in r.json()["error"]["message"] + str(r.json()["error"].get("param"))
+
+
+def test_multi_hop_per_request_and_its_limit(rag):
+    with live(create_app({"pipeline": rag}, ServeConfig(max_hops=2))) as url:
+        r = httpx.post(url + "/ask", timeout=60, json={"question": "Who painted the Mona Lisa?", "hops": 2,
+                                                        "k": 2, "max_new_tokens": 4})
+        assert r.status_code == 200
+        body = r.json()
+        # the iterative loop ran: after hop 1 the reader either wrote a follow-up (a 2nd hop) or said done
+        hops = body["extra"]["hops"]
+        assert hops["stopped"] in ("hops", "done") and len(body["trace"]) == (2 if hops["stopped"] == "hops" else 1)
+        assert len({s["id"] for s in body["sources"]}) == len(body["sources"])
+        one = httpx.post(url + "/ask", json={"question": "Who painted the Mona Lisa?", "k": 2, "max_new_tokens": 4})
+        assert len(one.json()["trace"]) == 1 and "hops" not in one.json().get("extra", {})
+        r = httpx.post(url + "/v1/chat/completions", json={"model": "unirag-pipeline", "messages": MSG, "hops": 3})
+        assert r.status_code == 422 and "max_hops" in r.json()["error"]["message"]

@@ -184,16 +184,27 @@ class RAG:
         return self.engine.stream(_question(question), _check(params or self.params))
 
     def stream_batch(self, questions: Sequence[str], params: SamplingParams | Sequence[SamplingParams] | None = None,
-                     cancelled: Any = None) -> Iterator[tuple[int, Event]]:
+                     cancelled: Any = None, admit: Any = None) -> Iterator[tuple[int, Event]]:
         """``(question index, event)`` pairs of several questions decoded together (a server batches
         concurrent requests this way): ``params`` one for all or one per question (each with its
         own seed); ``cancelled(i)``, asked between decoding steps, ends question ``i`` early
-        (finish reason ``cancelled``) while the others go on."""
+        (finish reason ``cancelled``) while the others go on. ``admit()``, asked between steps,
+        returns new ``(question, params)`` pairs that join the running batch (continuous batching;
+        only params that :meth:`admits` accepts), numbered on after the questions before them."""
         qs = [_question(q) for q in questions]
         per = [params or self.params] * len(qs) if not isinstance(params, (list, tuple)) else list(params)
         if len(per) != len(qs):
             raise ConfigError(f"{len(per)} SamplingParams for {len(qs)} questions")
-        return self.engine.stream_batch(qs, [_check(p) for p in per], cancelled)
+        checked = None
+        if admit is not None:
+            def checked() -> list[tuple[str, SamplingParams]]:
+                return [(_question(q), _check(p or self.params)) for q, p in admit()]
+        return self.engine.stream_batch(qs, [_check(p) for p in per], cancelled, checked)
+
+    def admits(self, params: SamplingParams | None = None) -> bool:
+        """Whether a question with ``params`` can join a running :meth:`stream_batch` (the engine
+        decodes in the KV-cache loop and the request needs no work before it, such as multi-hop)."""
+        return bool(getattr(self.engine, "admits", lambda p: False)(params or self.params))
 
     def stream_answer(self, question: str, params: SamplingParams | None = None) -> Answer:
         """Drain :meth:`stream` and return its final answer."""

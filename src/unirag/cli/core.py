@@ -270,6 +270,11 @@ def serve(
     max_batch: int = typer.Option(8, min=1, help="Requests of one engine decoded together."),
     max_queue: int = typer.Option(32, min=1, help="Requests that may wait per engine; more get 429."),
     batch_wait_ms: float = typer.Option(10.0, min=0.0, help="How long an idle worker waits for a batch to fill."),
+    continuous: bool = typer.Option(True, "--continuous/--no-continuous", help="Let requests join a running "
+                                    "batch between decoding steps (pipeline, closed-book and OneGen engines)."),
+    hops: int = typer.Option(1, min=1, help="Retrievals per question of the pipeline engine (multi-hop: the reader "
+                             "writes follow-up queries); a request's 'hops' overrides it."),
+    max_hops: int = typer.Option(4, min=1, help="Most hops a request may ask for (422 above)."),
     max_body_bytes: int = typer.Option(1_000_000, min=1, help="Largest request body (413 above)."),
     max_question_chars: int = typer.Option(4000, min=1, help="Longest question / query / embedding input (422 above)."),
     max_k: int = typer.Option(20, min=1, help="Most passages a request may ask for (422 above)."),
@@ -293,6 +298,7 @@ def serve(
     per: dict[str, dict[str, str]] = {}
     cfg = ServeConfig(host=host, port=port, engines=engines, retriever=retriever, generator=generator,
                       api_key=api_key, max_batch=max_batch, max_queue=max_queue, batch_wait_ms=batch_wait_ms,
+                      continuous=continuous, hops=hops, max_hops=max_hops,
                       max_body_bytes=max_body_bytes, max_question_chars=max_question_chars, max_k=max_k,
                       max_tokens=max_tokens, cors=list(cors or []), request_timeout_s=timeout)
     cfg.validate()

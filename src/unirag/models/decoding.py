@@ -187,15 +187,21 @@ class _Row:
         self.done = ""
 
 
+Admit = Callable[[], Sequence[tuple[list[int], SamplingParams]]]
+
+
 def decode(model: EngineModel, index: Any, prompts: Sequence[list[int]],
            params: SamplingParams | Sequence[SamplingParams],
-           cancelled: Callable[[int], bool] | None = None) -> Iterator[Event]:
+           cancelled: Callable[[int], bool] | None = None, admit: Admit | None = None) -> Iterator[Event]:
     """The loop: decode ``prompts`` (token ids) together, retrieving from ``index`` (a dense
     retriever with ``search_vectors(vectors, k, exclude=...)`` and ``store``, or ``None``) at every
     query token; ``params``
     is one :class:`SamplingParams` for all rows or one per row. ``cancelled(i)``, asked after every
-    step, ends row ``i`` there (finish reason ``cancelled``; the other rows go on). Yields
-    :class:`TextEvent`, :class:`RetrievalEvent` and :class:`DoneEvent`."""
+    step, ends row ``i`` there (finish reason ``cancelled``; the other rows go on). ``admit()``,
+    asked before every step, returns new ``(prompt ids, params)`` rows that join the running batch
+    (continuous batching: their prompts prefill while the other rows decode); they are numbered on
+    after the rows before them. Yields :class:`TextEvent`, :class:`RetrievalEvent` and
+    :class:`DoneEvent`."""
     import torch
 
     decoder, head = split_lm(model.lm)
@@ -212,7 +218,16 @@ def decode(model: EngineModel, index: Any, prompts: Sequence[list[int]],
     active = list(rows)  # rows still in the cache, in cache order
     passage_tokens: PassageCache = {}
     with torch.inference_mode():
-        while active:
+        while True:
+            if admit is not None:
+                new = [_Row(len(rows) + j, list(p), q) for j, (p, q) in enumerate(admit())]
+                if any(not r.pending for r in new):
+                    raise ValueError("empty prompt")
+                rows += new
+                active += new
+                state.grow(len(new))
+            if not active:
+                break
             fed = [r.pending for r in active]
             last = state.forward(fed)
             for r in active:
@@ -262,6 +277,20 @@ class _Cache:
         self.cache = DynamicCache(config=decoder.config)
         self.mask = torch.zeros((n, 0), dtype=torch.long)
         self.npos = torch.zeros(n, dtype=torch.long)
+
+    def grow(self, n: int) -> None:
+        """Append ``n`` empty rows (all their columns holes) for rows joining the batch."""
+        import torch
+
+        if n <= 0:
+            return
+        self.mask = torch.cat([self.mask, self.mask.new_zeros((n, self.mask.shape[1]))])
+        self.npos = torch.cat([self.npos, self.npos.new_zeros(n)])
+        for lay in self.cache.layers:
+            if getattr(lay, "keys", None) is None or not lay.keys.numel():
+                continue
+            lay.keys = torch.cat([lay.keys, lay.keys.new_zeros((n, *lay.keys.shape[1:]))])
+            lay.values = torch.cat([lay.values, lay.values.new_zeros((n, *lay.values.shape[1:]))])
 
     def _run(self, cache: Any, mask: Any, npos: Any, fed: list[list[int]]) -> tuple[Any, Any]:
         """One forward of rows ``fed`` (right-padded) on ``cache``; ``(last hidden [n, d], step mask)``."""
@@ -347,7 +376,11 @@ class _Cache:
         """Keep only rows ``keep``; drop columns that are holes in every remaining row."""
         import torch
 
-        if not keep:
+        if not keep:  # every row ended: an empty cache (rows may still join)
+            from transformers import DynamicCache
+
+            self.cache = DynamicCache(config=self.decoder.config)
+            self.mask, self.npos = self.mask[:0, :0], self.npos[:0]
             return
         sel = torch.tensor(keep)
         self.cache.batch_select_indices(sel.to(self.dev))
@@ -519,9 +552,11 @@ class Decoder:
 
     def stream(self, prompts: PromptLike | Sequence[PromptLike],
                params: SamplingParams | Sequence[SamplingParams] | None = None,
-               cancelled: Callable[[int], bool] | None = None) -> Iterator[Event]:
-        """Events as they happen: text pieces, retrievals, finished rows (see :func:`decode`)."""
-        yield from decode(self.model, self.index, self.encode(prompts), params or SamplingParams(), cancelled)
+               cancelled: Callable[[int], bool] | None = None, admit: Admit | None = None) -> Iterator[Event]:
+        """Events as they happen: text pieces, retrievals, finished rows (see :func:`decode`;
+        ``admit`` adds rows to the running batch)."""
+        yield from decode(self.model, self.index, self.encode(prompts), params or SamplingParams(), cancelled,
+                          admit)
 
     def generate(self, prompts: PromptLike | Sequence[PromptLike], params: SamplingParams | None = None,
                  ) -> list[Output]:

@@ -107,23 +107,44 @@ class OneGenEngine(BatchStreaming):
                       Timings(0.0, seconds, seconds, first), engine=self.name, finish_reason=out.finish_reason,
                       short=extract_answer(tail) or extract_answer(out.text))
 
+    def admits(self, params: SamplingParams) -> bool:
+        """Every question can join a running batch (its prompt prefills while the others decode)."""
+        return True
+
     def stream_batch(self, questions: Sequence[str], params: SamplingParams | Sequence[SamplingParams],
-                     cancelled: Callable[[int], bool] | None = None) -> Iterator[tuple[int, Event]]:
+                     cancelled: Callable[[int], bool] | None = None,
+                     admit: Callable[[], Sequence[tuple[str, SamplingParams]]] | None = None,
+                     ) -> Iterator[tuple[int, Event]]:
         """``(question index, event)`` pairs as all questions decode together (ragged rows, retrieval
-        inside the loop); ``params`` one for all or one per question; ``cancelled(i)`` ends one early."""
+        inside the loop); ``params`` one for all or one per question; ``cancelled(i)`` ends one early;
+        ``admit()``, asked between decoding steps, returns new questions that join the running rows."""
         from unirag.models.decoding import DoneEvent, RetrievalEvent as LoopRetrieval, TextEvent
 
         per = [params] * len(questions) if isinstance(params, SamplingParams) else list(params)
+        questions = list(questions)
         clock = Clock()
         dec = self._decoder()
         prompts = dec.encode([self._prompt(q) for q in questions])
         passages: dict[str, Any] = {}
         first: dict[int, float] = {}
+        arrived = [0.0] * len(questions)
         n_sources = [0] * len(questions)
-        for ev in dec.stream(prompts, [self._params(p) for p in per], cancelled):
+
+        def admit_rows() -> list[tuple[list[int], SamplingParams]]:
+            rows = []
+            for q, p in admit() if admit is not None else ():
+                questions.append(q)
+                prompts.append(dec.encode([self._prompt(q)])[0])
+                arrived.append(clock.total())
+                n_sources.append(0)
+                rows.append((prompts[-1], self._params(p)))
+            return rows
+
+        for ev in dec.stream(prompts[: len(per)], [self._params(p) for p in per], cancelled,
+                             admit_rows if admit is not None else None):
             i = ev.index
             if isinstance(ev, TextEvent) and ev.text:
-                first.setdefault(i, clock.total())
+                first.setdefault(i, clock.total() - arrived[i])
                 yield i, TextDelta(ev.text)
             elif isinstance(ev, LoopRetrieval):
                 r = ev.retrieval
@@ -133,5 +154,5 @@ class OneGenEngine(BatchStreaming):
                 n_sources[i] += len(srcs)
                 yield i, RetrievalEvent(TraceStep("", r.step, list(r.ids), list(r.scores), list(r.inserted)), srcs)
             elif isinstance(ev, DoneEvent):
-                yield i, Finished(self._answer(questions[i], ev.output, passages, len(prompts[i]), clock.total(),
-                                               first.get(i)))
+                yield i, Finished(self._answer(questions[i], ev.output, passages, len(prompts[i]),
+                                               clock.total() - arrived[i], first.get(i)))

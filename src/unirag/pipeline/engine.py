@@ -134,12 +134,23 @@ class PipelineEngine(BatchStreaming):
         return self.generator.chat_prompt(style.user_turn(question, passages, self.config.max_passage_words),
                                           system=system)
 
+    def admits(self, params: SamplingParams) -> bool:
+        """A single-shot question joins a running batch of a causal generator (multi-hop questions
+        decode their follow-up queries first, and seq2seq readers decode one by one)."""
+        from unirag.pipeline.iterative import hops_of
+
+        return (self.generator is not None and not self.generator.is_seq2seq
+                and (self.retriever is None or hops_of(self.config, params) <= 1))
+
     def stream_batch(self, questions: Sequence[str], params: SamplingParams | Sequence[SamplingParams],
-                     cancelled: Callable[[int], bool] | None = None) -> Iterator[tuple[int, Event]]:
+                     cancelled: Callable[[int], bool] | None = None,
+                     admit: Callable[[], Sequence[tuple[str, SamplingParams]]] | None = None,
+                     ) -> Iterator[tuple[int, Event]]:
         """``(question index, event)`` pairs: every question's retrieval event (multi-hop: one per
         hop, as it happens), then the text of all questions as their rows decode together, each
         question's ``Finished`` when its row ends. ``params`` is one for all or one per question;
-        ``cancelled(i)`` ends question ``i`` early."""
+        ``cancelled(i)`` ends question ``i`` early; ``admit()``, asked between decoding steps,
+        returns new single-shot questions that are retrieved for and join the running rows."""
         from unirag.pipeline.iterative import hops_of, run_hops
 
         per = [params] * len(questions) if isinstance(params, SamplingParams) else list(params)
@@ -171,13 +182,34 @@ class PipelineEngine(BatchStreaming):
         first: dict[int, float] = {}
         pieces: dict[int, list[str]] = {i: [] for i in range(len(questions))}
         gen0 = clock.total()
+        started = {i: gen0 for i in range(len(questions))}  # generation start of each question
+        arrived: dict[int, float] = {}
+        joined: list[tuple[int, Event]] = []  # retrieval events of admitted questions, not yet yielded
+
+        def admit_rows() -> list[tuple[list[int], SamplingParams]]:
+            rows = []
+            for q, p in admit() if admit is not None else ():
+                t0 = clock.total()
+                item = self.prepare([q], p)[0]
+                i = len(prepared)
+                prepared.append(item)
+                ids.append(self.generator.encode_prompt(item[0]))
+                pieces[i], started[i], arrived[i] = [], clock.total(), t0
+                item[1].timings = Timings(started[i] - t0)
+                if item[1].trace:
+                    joined.append((i, RetrievalEvent(item[1].trace[0], item[1].sources)))
+                rows.append((ids[i], p))
+            return rows
+
         if self.generator.is_seq2seq:
             events: Iterator[Any] = self._seq2seq_events([p for p, _ in prepared], per, cancelled)
         else:
-            events = self.generator.decoder().stream(ids, per, cancelled)
+            events = self.generator.decoder().stream(ids, per, cancelled, admit_rows if admit is not None else None)
         from unirag.models.decoding import DoneEvent, TextEvent
 
         for ev in events:
+            while joined:
+                yield joined.pop(0)
             i = ev.index
             if isinstance(ev, TextEvent) and ev.text:
                 first.setdefault(i, clock.total())
@@ -190,8 +222,10 @@ class PipelineEngine(BatchStreaming):
                 ans.ground()  # cited sources and abstention
                 ans.finish_reason = ev.output.finish_reason
                 ans.usage = Usage(len(ids[i]), len(ev.output.token_ids))
-                total = clock.total()
-                ans.timings = Timings(ans.timings.retrieval, total - gen0, total, first.get(i))
+                now = clock.total()
+                t0 = arrived.get(i, 0.0)  # a question that joined a running batch counts from then
+                ans.timings = Timings(ans.timings.retrieval, now - started[i], now - t0,
+                                      first[i] - t0 if i in first else None)
                 yield i, Finished(ans)
 
     def _seq2seq_events(self, prompts: list[str], per: list[SamplingParams],

@@ -125,12 +125,17 @@ class RagEngine:
                       short=extract_answer(text), extra={"sequence_score": r.score,
                                                          "decoding": self._decoding(params)})
 
+    def admits(self, params: SamplingParams) -> bool:
+        """False: RAG decoders run whole batches (see :meth:`stream_batch`)."""
+        return False
+
     def stream_batch(self, questions: Sequence[str], params: SamplingParams | Sequence[SamplingParams],
-                     cancelled: Callable[[int], bool] | None = None) -> Iterator[tuple[int, Event]]:
+                     cancelled: Callable[[int], bool] | None = None, admit: Any = None,
+                     ) -> Iterator[tuple[int, Event]]:
         """``(question index, event)`` pairs. RAG decoders marginalise over whole hypotheses (beam,
         thorough), so each answer is known only at the end: questions sharing the same params
         decode as one batch, then each yields its retrieval event, its text in one delta and
-        ``Finished``."""
+        ``Finished``. Nothing joins a running batch (:meth:`admits` is false; ``admit`` is unused)."""
         per = [params] * len(questions) if isinstance(params, SamplingParams) else list(params)
         clock = Clock()
         groups: dict[str, list[int]] = {}

@@ -81,7 +81,7 @@ class State:
                     IndexFolder(index).read_manifest()
             c = self.config
             for name, rag in rags.items():
-                s = Scheduler(name, rag, c.max_batch, c.max_queue, c.batch_wait_ms, self.metrics)
+                s = Scheduler(name, rag, c.max_batch, c.max_queue, c.batch_wait_ms, self.metrics, c.continuous)
                 self.metrics.watch(name, s.depth, lambda s=s: s.running)
                 self.schedulers[name] = s.start()
             self.rags = rags
@@ -259,10 +259,13 @@ def create_app(rags: Union[Rags, Loader, None] = None, config: ServeConfig | Non
         state.limit(max_tokens, config.max_tokens, "max_completion_tokens" if req.max_completion_tokens
                     else "max_tokens", "max_tokens")
         state.limit(req.k, config.max_k, "k", "max_k")
+        state.limit(req.hops, config.max_hops, "hops", "max_hops")
         rag = state.rags[name]
         changes: dict[str, Any] = {"max_new_tokens": max_tokens or config.default_max_tokens, "seed": req.seed,
                                    "stop": [req.stop] if isinstance(req.stop, str) else list(req.stop or []),
                                    "k": req.k}
+        if req.hops is not None:
+            changes["hops"] = req.hops
         for field in ("temperature", "top_p", "top_k", "repetition_penalty"):
             if getattr(req, field) is not None:
                 changes[field] = getattr(req, field)
@@ -329,10 +332,11 @@ def create_app(rags: Union[Rags, Loader, None] = None, config: ServeConfig | Non
         state.question_limit(req.question, "question")
         state.limit(req.max_new_tokens, config.max_tokens, "max_new_tokens", "max_tokens")
         state.limit(req.k, config.max_k, "k", "max_k")
+        state.limit(req.hops, config.max_hops, "hops", "max_hops")
         rag = state.rags[name]
         params = rag.params.with_(max_new_tokens=req.max_new_tokens or config.default_max_tokens, k=req.k,
                                   temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, seed=req.seed,
-                                  stop=list(req.stop))
+                                  stop=list(req.stop), **({} if req.hops is None else {"hops": req.hops}))
         job = state.submit(name, req.question, params)
         try:
             answer = await state.answer(name, job, request)

@@ -42,7 +42,11 @@ class ServeConfig(ConfigBase):
 
     Scheduling: each generating engine has a worker thread; ``max_queue`` requests may wait (more:
     429), the worker decodes up to ``max_batch`` together, waiting ``batch_wait_ms`` for a batch to
-    fill. ``request_timeout_s``: a request that waits and runs longer is cancelled (504)."""
+    fill; with ``continuous`` requests that arrive meanwhile join the running batch between decoding
+    steps. ``request_timeout_s``: a request that waits and runs longer is cancelled (504).
+
+    ``hops``: retrievals per question of the pipeline engine (1: single-shot; a request's ``hops``
+    overrides it, up to ``max_hops``)."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -56,6 +60,9 @@ class ServeConfig(ConfigBase):
     max_batch: int = 8
     max_queue: int = 32
     batch_wait_ms: float = 10.0
+    continuous: bool = True
+    hops: int = 1
+    max_hops: int = 4
     max_body_bytes: int = 1_000_000
     max_question_chars: int = 4000
     max_k: int = 20
@@ -75,7 +82,7 @@ class ServeConfig(ConfigBase):
         for name in self.per_engine:
             if engine_name(name) not in self.engines:
                 raise ConfigError(f"per_engine: {name!r} is not one of the served engines {self.engines}")
-        for name, value, least in (("port", self.port, 0), ("max_batch", self.max_batch, 1),
+        for name, value, least in (("port", self.port, 0), ("max_batch", self.max_batch, 1), ("hops", self.hops, 1), ("max_hops", self.max_hops, 1),
                                    ("max_queue", self.max_queue, 1), ("max_body_bytes", self.max_body_bytes, 1),
                                    ("max_question_chars", self.max_question_chars, 1), ("max_k", self.max_k, 1),
                                    ("max_tokens", self.max_tokens, 1), ("default_max_tokens", self.default_max_tokens, 1),
@@ -106,4 +113,5 @@ class ServeConfig(ConfigBase):
         # a plain index holds a sentence encoder's vectors: OneGen reads its own index unless told
         index = over.get("index", None if engine == "onegen" else self.index)
         model = over.get("model", self.model)
-        return LoadConfig(engine, index, self.generator, self.retriever, model).validate()
+        return LoadConfig(engine, index, self.generator, self.retriever, model,
+                          hops=self.hops if engine == "pipeline" else 1).validate()

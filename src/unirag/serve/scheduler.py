@@ -3,8 +3,11 @@
 The worker takes up to ``max_batch`` waiting requests (waiting up to ``batch_wait_ms`` for the
 batch to fill), runs :meth:`unirag.RAG.stream_batch` over them with each request's own
 :class:`~unirag.SamplingParams`, and hands each event to its request's asyncio queue on the
-server's event loop. A request marked cancelled (client gone, timeout) ends at the next decoding
-step; the others in its batch go on.
+server's event loop. While the batch decodes, requests that arrive join it between decoding steps
+(continuous batching) as long as fewer than ``max_batch`` are running and the engine admits them
+(:meth:`unirag.RAG.admits`: the KV-cache engines, single-shot); the others wait for the next
+batch, in arrival order. A request marked cancelled (client gone, timeout) ends at the next
+decoding step; the others in its batch go on.
 """
 
 from __future__ import annotations
@@ -64,13 +67,15 @@ class Scheduler:
     """The worker of one engine: ``submit`` jobs from the event loop, events come back to them."""
 
     def __init__(self, name: str, rag: Any, max_batch: int, max_queue: int, batch_wait_ms: float,
-                 metrics: Any = None):
+                 metrics: Any = None, continuous: bool = True):
         self.name = name
         self.rag = rag
         self.max_batch = max_batch
         self.batch_wait = batch_wait_ms / 1000.0
         self.metrics = metrics
+        self.continuous = continuous
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._held: list[Job] = []  # taken from the queue but not admissible now: first in the next batch
         self._stop = object()
         self.running = 0
         self._thread = threading.Thread(target=self._work, name=f"unirag-{name}", daemon=True)
@@ -98,7 +103,7 @@ class Scheduler:
 
     def depth(self) -> int:
         """Requests waiting (not yet decoding)."""
-        return self._queue.qsize()
+        return self._queue.qsize() + len(self._held)
 
     def submit(self, job: Job) -> None:
         """Queue a job; :class:`QueueFull` when ``max_queue`` are already waiting."""
@@ -109,10 +114,14 @@ class Scheduler:
 
     # --- the worker thread ----------------------------------------------------------------
     def _next_batch(self) -> list[Job] | None:
-        first = self._queue.get()
+        first = self._held.pop(0) if self._held else self._queue.get()
         if first is self._stop:
             return None
         batch = [first]
+        while self._held and len(batch) < self.max_batch:
+            if self._held[0] is self._stop:
+                return batch  # the stop is seen after this batch
+            batch.append(self._held.pop(0))
         deadline = time.monotonic() + self.batch_wait
         while len(batch) < self.max_batch:
             try:
@@ -152,7 +161,37 @@ class Scheduler:
             finally:
                 self.running = 0
 
+    def _admit(self, jobs: list[Job]) -> list[tuple[str, SamplingParams]]:
+        """Waiting jobs that join the running batch now (up to ``max_batch`` running); a job the
+        engine cannot admit is held for the next batch, and so is everything behind it."""
+        new: list[Job] = []
+        while not self._held and sum(not j.finished for j in jobs) + len(new) < self.max_batch:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is self._stop:
+                self._held.append(job)  # seen by _next_batch after this batch
+                break
+            if job.cancelled:
+                job.finished = True
+                job.emit(Failed("cancelled before it started"))
+                continue
+            if not self.rag.admits(job.params):
+                self._held.append(job)
+                break
+            new.append(job)
+        if new:
+            jobs.extend(new)
+            running = sum(not j.finished for j in jobs)
+            self.running = running
+            if self.metrics is not None:
+                self.metrics.batch(self.name, running)
+        return [(j.question, j.params) for j in new]
+
     def _run(self, jobs: list[Job]) -> None:
+        """Decode ``jobs`` together; jobs admitted on the way are appended to ``jobs``."""
+
         def cancelled(i: int) -> bool:
             # asked after every decoding step of a live row: count the step's token now, so that
             # the token counter rises while a request decodes (and stops when it is cancelled)
@@ -162,7 +201,8 @@ class Scheduler:
                 self.metrics.tokens(self.name, 1)
             return job.cancelled
 
-        for i, ev in self.rag.stream_batch([j.question for j in jobs], [j.params for j in jobs], cancelled):
+        admit = (lambda: self._admit(jobs)) if self.continuous else None
+        for i, ev in self.rag.stream_batch([j.question for j in jobs], [j.params for j in jobs], cancelled, admit):
             job = jobs[i]
             if isinstance(ev, Finished):
                 job.finished = True

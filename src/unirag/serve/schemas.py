@@ -39,8 +39,9 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    """``POST /v1/chat/completions``. Unknown OpenAI fields are accepted and ignored; ``k`` (passages)
-    and ``top_k`` come as extra body fields (the ``openai`` client's ``extra_body``)."""
+    """``POST /v1/chat/completions``. Unknown OpenAI fields are accepted and ignored; ``k`` (passages),
+    ``hops`` (multi-hop retrieval of the pipeline engine) and ``top_k`` come as extra body fields (the
+    ``openai`` client's ``extra_body``)."""
 
     model_config = ConfigDict(extra="allow")
     model: str
@@ -56,6 +57,7 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1)
     k: int | None = Field(None, ge=0)
+    hops: int | None = Field(None, ge=1)
     repetition_penalty: float | None = Field(None, gt=0.0)
 
 
@@ -84,6 +86,7 @@ class AskRequest(BaseModel):
     question: str = Field(min_length=1)
     engine: str | None = None
     k: int | None = Field(None, ge=0)
+    hops: int | None = Field(None, ge=1)
     max_new_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
