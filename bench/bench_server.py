@@ -6,7 +6,10 @@ waits for ``/ready``, then, per generator:
 1. **warm time to first token**: streamed chat completions one at a time (3-passage prompt),
    TTFT and total; the prefill / decoding split comes from the answer's own timings;
 2. **batching**: the same N chat requests (greedy, fixed ``max_tokens``) one after another, then
-   all at once; the ratio concurrent / sequential (target <= 0.4 for N = 8);
+   all at once; the ratio concurrent / sequential (target <= 0.4 for N = 8); again with longer
+   answers (``--long-tokens``), and with continuous batching off (``--no-continuous``); in process,
+   the floor batching can reach: prompt prefill is compute-bound (N prompts cost N prefills,
+   batched or not), decoding steps cost about the same for 1 or N rows;
 3. **search over HTTP**: ``/search`` at concurrency 8 for a fixed time vs the same searches in
    process (``RAG.search`` from 8 threads over the same index); target >= 80 %;
 4. **mixed load**: C concurrent clients for D seconds, each alternating ``/search`` and a streamed
@@ -58,10 +61,12 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
 
 
-def start_server(generator: str, port: int, threads: int, max_batch: int) -> subprocess.Popen:
+def start_server(generator: str, port: int, threads: int, max_batch: int, continuous: bool = True,
+                 ) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
     cmd = [sys.executable, "-m", "unirag.cli.app", "serve", "--engine", "pipeline", "--generator", generator,
-           "--port", str(port), "--max-batch", str(max_batch), "--max-queue", "64"]
+           "--port", str(port), "--max-batch", str(max_batch), "--max-queue", "64",
+           "--continuous" if continuous else "--no-continuous"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
@@ -138,6 +143,47 @@ async def phase_batching(url: str, n: int, max_tokens: int) -> dict:
     return {"n": n, "max_tokens": max_tokens, "sequential_s": t_seq, "concurrent_s": t_conc,
             "ratio": t_conc / t_seq, "tokens_sequential": sum(r["tokens"] for r in seq),
             "tokens_concurrent": sum(r["tokens"] for r in conc)}
+
+
+def engine_floor(generator: str, n: int, max_tokens: int, threads: int) -> dict:
+    """In process, no HTTP: where the time of one answer goes (prompt prefill vs decoding steps),
+    and the best concurrent / sequential ratio batching can reach. Prefill is compute-bound, so N
+    prompts cost N prefills batched or not; decoding steps cost about the same for 1 or N rows. The
+    floor is (batched run of N) / (N single runs), measured on the same prompts."""
+    import torch
+
+    import unirag
+    from unirag.models.decoding import DoneEvent, EngineModel, split_lm
+
+    torch.set_num_threads(threads)
+    rag = unirag.RAG.load(engine="pipeline", generator=generator, k=3, progress=False)
+    eng = rag.engine
+    qs = [QUESTIONS[i % len(QUESTIONS)] for i in range(n)]
+    ids = [eng.generator.encode_prompt(p) for p, _ in eng.prepare(qs, rag.params)]
+    params = rag.params.with_(max_new_tokens=max_tokens)
+    dec = eng.generator.decoder()
+    decoder, _ = split_lm(dec.model.lm)
+    dec.generate([ids[0]], params.with_(max_new_tokens=2))  # warm-up
+    prefill = []
+    with torch.inference_mode():
+        for x in ids:
+            t = time.perf_counter()
+            decoder(input_ids=torch.tensor([x]), use_cache=True)
+            prefill.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    singles = [dec.generate([x], params)[0] for x in ids]
+    t_seq = time.perf_counter() - t
+    t = time.perf_counter()
+    batch = dec.generate(ids, params)
+    t_batch = time.perf_counter() - t
+    tokens = [len(o.token_ids) for o in singles]
+    decode_seq = t_seq - sum(prefill)
+    return {"n": n, "prompt_tokens_mean": sum(map(len, ids)) / n, "completion_tokens": tokens,
+            "prefill_s": prefill, "prefill_share_of_sequential": sum(prefill) / t_seq,
+            "decode_s_per_token_single": decode_seq / max(1, sum(tokens) - n),
+            "sequential_s": t_seq, "batched_s": t_batch, "floor_ratio": t_batch / t_seq,
+            "same_tokens": [o.token_ids for o in batch] == [o.token_ids for o in singles],
+            "ratio_if_prefill_were_free": (t_batch - sum(prefill)) / max(1e-9, decode_seq)}
 
 
 async def phase_search_http(url: str, concurrency: int, seconds: float) -> dict:
@@ -226,6 +272,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the server process")
     ap.add_argument("--batch", type=int, default=8, help="requests in the batching phase")
     ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--long-tokens", type=int, default=128,
+                    help="max_tokens of a second batching phase with longer answers (0: skip)")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--search-seconds", type=float, default=10.0)
@@ -233,7 +281,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "server.json"))
     a = ap.parse_args()
     if a.quick:
-        a.batch, a.max_tokens, a.clients, a.seconds, a.search_seconds = 4, 8, 4, 10.0, 3.0
+        a.batch, a.max_tokens, a.clients, a.seconds, a.search_seconds, a.long_tokens = 4, 8, 4, 10.0, 3.0, 0
     load = os.getloadavg()[0]
     report: dict = {"config": vars(a), "load_average_at_start": load, "generators": {}}
     print(f"load average at start: {load:.2f} (timings are only meaningful on an idle machine)", flush=True)
@@ -247,6 +295,8 @@ def main() -> int:
             res = {"ready_s": ready_s}
             res["ttft"] = asyncio.run(phase_ttft(url, 3 if a.quick else 5, a.max_tokens))
             res["batching"] = asyncio.run(phase_batching(url, a.batch, a.max_tokens))
+            if a.long_tokens:  # the same with longer answers: decoding, which batching shares, dominates
+                res["batching_long"] = asyncio.run(phase_batching(url, a.batch, a.long_tokens))
             res["search_http"] = asyncio.run(phase_search_http(url, 8, a.search_seconds))
             res["mixed"] = asyncio.run(phase_mixed(url, a.clients, a.seconds, a.max_tokens))
         finally:
@@ -255,7 +305,16 @@ def main() -> int:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if not a.quick:  # the same batching phase with requests batched only as they arrive together
+            port = free_port()
+            proc = start_server(gen, port, a.threads, max(a.batch, 8), continuous=False)
+            try:
+                res["batching_waves"] = asyncio.run(phase_batching(f"http://127.0.0.1:{port}", a.batch, a.max_tokens))
+            finally:
+                proc.terminate()
+                proc.wait(20)
         res["search_in_process"] = search_in_process(8, a.search_seconds)
+        res["engine_floor"] = engine_floor(gen, a.batch, a.max_tokens, a.threads)
         res["search_http_vs_in_process"] = res["search_http"]["qps"] / res["search_in_process"]["qps"]
         report["generators"][gen] = res
         b, t, m = res["batching"], res["ttft"], res["mixed"]
@@ -269,6 +328,18 @@ def main() -> int:
         label_m = f"mixed load, {m['clients']} clients: errors"
         print(f"{label_b:48} {b['ratio']:12.2f}  <= 0.4 "
               f"({b['concurrent_s']:.1f} s vs {b['sequential_s']:.1f} s)")
+        if "batching_waves" in res:
+            w = res["batching_waves"]
+            print(f"{'  same, batches only of requests arriving together':48} {w['ratio']:12.2f}  "
+                  f"({w['concurrent_s']:.1f} s vs {w['sequential_s']:.1f} s)")
+        if "batching_long" in res:
+            bl = res["batching_long"]
+            print(f"{'  same, max_tokens ' + str(bl['max_tokens']):48} {bl['ratio']:12.2f}  "
+                  f"({bl['concurrent_s']:.1f} s vs {bl['sequential_s']:.1f} s, {bl['tokens_sequential']} tokens)")
+        f = res["engine_floor"]
+        print(f"{'  in process: batched / sequential (floor)':48} {f['floor_ratio']:12.2f}  "
+              f"prefill {100 * f['prefill_share_of_sequential']:.0f}% of sequential, "
+              f"{f['prompt_tokens_mean']:.0f} prompt tokens, {1000 * f['decode_s_per_token_single']:.0f} ms/token")
         print(f"{'/search over HTTP vs in process (conc. 8)':48} {res['search_http_vs_in_process']:12.2f}  >= 0.8 "
               f"({res['search_http']['qps']:.0f} vs {res['search_in_process']['qps']:.0f} q/s)")
         print(f"{label_m:48} {m['errors']:12d}  0")

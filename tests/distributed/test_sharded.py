@@ -138,3 +138,40 @@ def test_killed_shard_fail_then_partial_then_restarted(split, ray_session):
         np.testing.assert_allclose(res.scores, want_scores, rtol=0, atol=1e-6)
     finally:
         again.close()
+
+
+def test_ray_restarts_a_killed_shard_actor_which_serves_again(split, ray_session):
+    """A shard actor killed with restarts allowed is started again by Ray from its shard folder
+    (``max_restarts``) and the same retriever serves exact results again. What a query sees while
+    the restart is under way depends on timing, so the test waits (bounded) for the actor's new process."""
+    import time
+
+    from unirag.distributed.sharded import ShardedRetriever
+    from unirag.index.vector import Index
+
+    ray = ray_session
+    folder, shard_dir, _ = split
+    want_scores, want_rows = Index.load(folder).search(_queries(8, seed=3), K)
+    q = _queries(8, seed=3)
+    sharded = ShardedRetriever(None, shard_dir, num_cpus=0.25, timeout=10, policy="partial")
+    try:
+        victim = sharded.actors[0]
+        pid = ray.get(victim.__ray_call__.remote(lambda self: __import__("os").getpid()))
+        ray.kill(victim, no_restart=False)  # asynchronous: the old process may answer a moment longer
+        from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
+
+        t0, now = time.monotonic(), pid
+        while now == pid:  # until a new process of the same actor answers
+            assert time.monotonic() - t0 < 90, "the killed shard actor was not restarted"
+            time.sleep(0.2)
+            try:
+                now = ray.get(victim.__ray_call__.remote(lambda self: __import__("os").getpid()), timeout=5)
+            except (ActorUnavailableError, RayActorError, GetTimeoutError):
+                pass
+        assert sharded.actors[0] is victim  # the same handle: Ray restarted the actor, not the test
+        res = sharded.search_vectors(q, K)
+        assert res.coverage == 1.0 and res.missing == ()
+        np.testing.assert_array_equal(res.rows, want_rows)
+        np.testing.assert_allclose(res.scores, want_scores, rtol=0, atol=1e-6)
+    finally:
+        sharded.close()
