@@ -412,6 +412,10 @@ def test_delete_leaves_no_trace(tmp_path, encoder):
     update_index(ix, encoder, add=[{"id": "loose", "text": "A loose passage."}])
     res = sync_folder(ix, src, encoder)
     assert res.removed_passages == 1 and "loose" not in _passages(ix)
+    # a document's passage deleted by its passage id: the registry no longer lists it
+    delete_documents(ix, ["other.txt#0"])
+    assert load_registry(ix)["documents"]["other.txt"]["passages"] == []
+    _check_consistent(ix)
 
 
 # --- kill -9 at random moments -------------------------------------------------------------------
