@@ -83,8 +83,9 @@ def is_error(r: httpx.Response, status: int, code: str) -> bool:
 def test_upload_search_cite_list_and_delete(served):
     url, folder = served
     pdf, word = pdf_bytes(), docx_bytes()
+    docx_type = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
     files = [("files", ("report.pdf", pdf, "application/pdf")),
-             ("files", ("orchard.docx", word, "application/vnd.openxmlformats-officedocument.wordprocessingml.document")),
+             ("files", ("orchard.docx", word, docx_type)),
              ("files", ("broken.docx", b"PK\x03\x04 not really a zip", "application/octet-stream")),
              ("files", ("empty.txt", b"", "text/plain"))]
     r = httpx.post(url + "/documents/files", files=files, headers=AUTH, timeout=120)

@@ -259,9 +259,10 @@ class _Ingest:
         digest, st = seen if seen is not None else ("", None)
         keep = self.record_paths
         self.docs[doc_id] = {"path": str(path.resolve()) if keep else "", "format": exc.format,
-                             "title": (entry or {}).get("title", ""), "sha256": digest, "size": st.st_size if st else None,
-                             "mtime_ns": st.st_mtime_ns if st and keep else None, "status": exc.status, "reason": reason,
-                             "passages": kept, "pages": None, "updated": _now()}
+                             "title": (entry or {}).get("title", ""), "sha256": digest,
+                             "size": st.st_size if st else None, "mtime_ns": st.st_mtime_ns if st and keep else None,
+                             "status": exc.status, "reason": reason, "passages": kept, "pages": None,
+                             "updated": _now()}
         self.dirty = True
         self._report(doc_id, exc.status, self.docs[doc_id])
 
