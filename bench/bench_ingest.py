@@ -1,6 +1,6 @@
 """Ingest benchmark: throughput per format (files/s, passages/s) and a no-change ``sync`` of 1,000 files.
 
-    python bench/bench_ingest.py [--encoder all-minilm-l6-v2] [--files 40] [--sync-files 1000]
+    python bench/bench_ingest.py [--encoder all-minilm-l6-v2] [--files 40] [--sync-files 1000] [--threads N]
 
 Writes bench/results/ingest.json and prints tables. Per format, ``--files`` generated files
 (PDF via fpdf2, .docx via python-docx, HTML with navigation boilerplate, Markdown, text) are
@@ -8,7 +8,8 @@ Writes bench/results/ingest.json and prints tables. Per format, ``--files`` gene
 (``ingest``: reading, chunking, embedding with the encoder, FAISS, BM25, doc store, atomic write).
 Then a 1,000-file Markdown folder is synced into an index, and a second ``sync`` with nothing changed
 is timed (the (size, mtime) fast path: no file is opened), then one with ``--checksum`` (every file
-hashed), then one after editing a single file. The load average is recorded: the machine is shared.
+hashed), then one after editing a single file. The load average is recorded: the machine is shared
+(on a busy machine ``--threads 1`` is often faster: torch threads contend with other processes).
 """
 
 from __future__ import annotations
@@ -77,7 +78,13 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=40, help="files per format for throughput")
     ap.add_argument("--sync-files", type=int, default=1000)
     ap.add_argument("--max-tokens", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from unirag.corpus.chunking import TokenCounter, chunk_document
     from unirag.corpus.documents import iter_files, read_document
@@ -142,11 +149,12 @@ def main() -> None:
         print()
         print(table(sync_rows, f"sync of a {args.sync_files}-file folder"))
         load_after = os.getloadavg()
-        print(f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f} on {os.cpu_count()} cores")
+        print(f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f} on {os.cpu_count()} cores, "
+              f"{torch.get_num_threads()} torch thread(s)")
         path = save("ingest", {"encoder": args.encoder, "max_tokens": args.max_tokens, "throughput": rows,
                                "sync_files": args.sync_files, "sync": sync_rows,
                                "loadavg_before": load_before, "loadavg_after": load_after,
-                               "cpus": os.cpu_count()})
+                               "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()})
         print(f"wrote {path}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

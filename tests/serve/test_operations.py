@@ -255,7 +255,7 @@ def test_documents_added_are_found_and_deleted_ones_are_gone_everywhere(tmp_path
         for kind in ("dense", "bm25"):  # in every part of the folder the server now reads
             assert "new-1" in load_retriever(folder, kind).search(["Zanzibar cloves nutmeg"], 7).ids[0]
         r = httpx.delete(url + "/documents/new-1", timeout=60)
-        assert r.status_code == 200 and r.json()["engines"]["pipeline"]["deleted"] == 1
+        assert r.status_code == 200 and r.json()["engines"]["pipeline"]["update"]["deleted"] == 1
         hits = httpx.post(url + "/search", json={"query": "Zanzibar cloves nutmeg", "k": 6}).json()["hits"]
         assert "new-1" not in {h["id"] for h in hits} and len(hits) == 6
         for kind in ("dense", "bm25"):

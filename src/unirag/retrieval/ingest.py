@@ -147,8 +147,9 @@ class _Ingest:
     """One ingest run over an index folder, under its writer lock."""
 
     def __init__(self, folder: Path, encoder: Any, max_tokens: int | None, overlap: int | None,
-                 split_words: int | None, factory: str, batch_size: int, progress: bool):
+                 split_words: int | None, factory: str, batch_size: int, progress: bool, record_paths: bool = True):
         self.folder, self.layout = folder, IndexFolder(folder)
+        self.record_paths = record_paths
         self.exists = self.layout.exists()
         self.encoder_arg, self.factory, self.batch_size, self.progress = encoder, factory, batch_size, progress
         self.manifest = self.layout.read_manifest() if self.exists else None
@@ -207,7 +208,9 @@ class _Ingest:
         except OSError as exc:
             self._fail(doc_id, path, DocumentError(f"unreadable file ({exc.strerror or exc})"), None)
             return
-        abspath = str(path.resolve())
+        # a file that lives on: its path and mtime (the fast path); an upload's temporary copy: neither
+        abspath = str(path.resolve()) if self.record_paths else ""
+        mtime_ns = st.st_mtime_ns if self.record_paths else None
         if entry is not None and not force and not checksum and entry.get("size") == st.st_size \
                 and entry.get("mtime_ns") == st.st_mtime_ns and entry.get("path") == abspath:
             self._report(doc_id, "unchanged", entry)
@@ -221,8 +224,8 @@ class _Ingest:
 
         digest = hashlib.sha256(data).hexdigest()
         if entry is not None and not force and entry.get("sha256") == digest:
-            if entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns or entry.get("path") != abspath:
-                entry.update(size=st.st_size, mtime_ns=st.st_mtime_ns, path=abspath)
+            if entry.get("size") != st.st_size or entry.get("mtime_ns") != mtime_ns or entry.get("path") != abspath:
+                entry.update(size=st.st_size, mtime_ns=mtime_ns, path=abspath)
                 self.dirty = True
             self._report(doc_id, "unchanged", entry)
             return
@@ -244,7 +247,7 @@ class _Ingest:
         self.delete -= set(new_ids)
         self.add += passages
         self.docs[doc_id] = {"path": abspath, "format": doc.format, "title": doc.title, "sha256": digest,
-                             "size": st.st_size, "mtime_ns": st.st_mtime_ns, "status": "indexed", "reason": "",
+                             "size": st.st_size, "mtime_ns": mtime_ns, "status": "indexed", "reason": "",
                              "passages": new_ids, "pages": doc.pages, "updated": _now()}
         self.dirty = True
         self._report(doc_id, "changed" if entry is not None else "added", self.docs[doc_id])
@@ -254,10 +257,12 @@ class _Ingest:
         kept = list(entry.get("passages") or []) if entry else []
         reason = exc.reason + (f" (the previous version's {len(kept)} passage(s) are kept)" if kept else "")
         digest, st = seen if seen is not None else ("", None)
-        self.docs[doc_id] = {"path": str(path.resolve()), "format": exc.format, "title": (entry or {}).get("title", ""),
-                             "sha256": digest, "size": st.st_size if st else None,
-                             "mtime_ns": st.st_mtime_ns if st else None, "status": exc.status, "reason": reason,
-                             "passages": kept, "pages": None, "updated": _now()}
+        keep = self.record_paths
+        self.docs[doc_id] = {"path": str(path.resolve()) if keep else "", "format": exc.format,
+                             "title": (entry or {}).get("title", ""), "sha256": digest,
+                             "size": st.st_size if st else None, "mtime_ns": st.st_mtime_ns if st and keep else None,
+                             "status": exc.status, "reason": reason, "passages": kept, "pages": None,
+                             "updated": _now()}
         self.dirty = True
         self._report(doc_id, exc.status, self.docs[doc_id])
 
@@ -301,14 +306,14 @@ class _Ingest:
 def _run(index: str | os.PathLike, paths: Sequence[str | os.PathLike], encoder: Any, *, mirror: bool,
          root: str | os.PathLike | None, include: Sequence[str], exclude: Sequence[str], hidden: bool,
          max_tokens: int | None, overlap: int | None, split_words: int | None, force: bool, checksum: bool,
-         factory: str, batch_size: int, progress: bool) -> IngestResult:
+         factory: str, batch_size: int, progress: bool, record_paths: bool = True) -> IngestResult:
     t0 = time.perf_counter()
     folder = Path(index)
     sources = _sources(paths, root, include, exclude, hidden)
     result = IngestResult(folder)
     with writer_lock(folder):
         remove_stale_versions(folder)
-        run = _Ingest(folder, encoder, max_tokens, overlap, split_words, factory, batch_size, progress)
+        run = _Ingest(folder, encoder, max_tokens, overlap, split_words, factory, batch_size, progress, record_paths)
         counter: list[TokenCounter] = []
 
         def counter_fn() -> TokenCounter:
@@ -351,7 +356,7 @@ def add_files(index: str | os.PathLike, paths: str | os.PathLike | Sequence[str 
               *, root: str | os.PathLike | None = None, include: Sequence[str] = (), exclude: Sequence[str] = (),
               hidden: bool = False, max_tokens: int | None = None, overlap: int | None = None,
               split_words: int | None = None, force: bool = False, checksum: bool = False, factory: str = "Flat",
-              batch_size: int = 64, progress: bool = False) -> IngestResult:
+              batch_size: int = 64, progress: bool = False, record_paths: bool = True) -> IngestResult:
     """Add files and folders to index folder ``index`` (created when missing; ``encoder`` then names
     the embedding model): new files are added, files whose content changed are re-read and only
     their changed passages re-embedded, unchanged ones are left alone; nothing is deleted.
@@ -361,12 +366,16 @@ def add_files(index: str | os.PathLike, paths: str | os.PathLike | Sequence[str 
     name). ``max_tokens`` / ``overlap`` (tokens of the index's encoder) or ``split_words`` (DPR-style
     windows) set the chunking (default: what the registry recorded, else 200 tokens, capped by the
     encoder's ``max_length``). ``force`` re-reads every file; ``checksum`` hashes every file instead
-    of trusting an unchanged size and modification time. Returns an :class:`IngestResult`."""
+    of trusting an unchanged size and modification time. ``record_paths=False`` is for temporary
+    copies (files uploaded to the server): the registry records no path and no modification time
+    of them, so a later add of the same id hashes the file, and an equal hash writes nothing.
+    Returns an :class:`IngestResult`."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     return _run(index, list(paths), encoder, mirror=False, root=root, include=include, exclude=exclude,
                 hidden=hidden, max_tokens=max_tokens, overlap=overlap, split_words=split_words, force=force,
-                checksum=checksum, factory=factory, batch_size=batch_size, progress=progress)
+                checksum=checksum, factory=factory, batch_size=batch_size, progress=progress,
+                record_paths=record_paths)
 
 
 def sync_folder(index: str | os.PathLike, folder: str | os.PathLike, encoder: Any = None, *,
@@ -402,7 +411,7 @@ def delete_documents(index: str | os.PathLike, ids: str | Iterable[str], *, miss
         run = _Ingest(folder, encoder, None, None, None, "Flat", 64, False)
         if not run.exists:
             raise CorpusError(f"{folder}: no such index folder")
-        by_path = {e.get("path"): d for d, e in run.docs.items()}
+        by_path = {e.get("path"): d for d, e in run.docs.items() if e.get("path")}
         missing, passage_ids = [], []
         for raw in wanted:
             key = raw.strip()
@@ -432,6 +441,13 @@ def delete_documents(index: str | os.PathLike, ids: str | Iterable[str], *, miss
         if missing and not missing_ok:
             raise UnknownPassageError(f"not in {folder}: {', '.join(repr(m) for m in missing[:5])}"
                                       + (" ..." if len(missing) > 5 else "") + " (nothing was changed)")
+        if passage_ids:  # a passage of a document deleted by its id: the document no longer lists it
+            from unirag.index.registry import prune_registry
+
+            gone = set(passage_ids) - set(missing)
+            if any(i in gone for e in run.docs.values() for i in (e.get("passages") or [])):
+                prune_registry(run.registry, gone)
+                run.dirty = True
         run.commit(result)
     result.seconds = time.perf_counter() - t0
     return result

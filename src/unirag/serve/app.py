@@ -409,14 +409,97 @@ def create_app(rags: Union[Rags, Loader, None] = None, config: ServeConfig | Non
         except CorpusError as exc:
             raise APIError(422, f"documents: {exc}", "invalid_documents", "documents") from None
 
+    def folders() -> dict[str, list[str]]:
+        """Each served index folder and the engines reading it (the first one writes it)."""
+        state.need_ready()
+        out: dict[str, list[str]] = {}
+        for name, rag in state.rags.items():
+            folder = str(rag.info().get("index") or "")
+            if folder:
+                out.setdefault(folder, []).append(name)
+        if not out:
+            raise APIError(422, "no served engine has an index to update", "no_index", "documents")
+        return out
+
+    def ingest_documents(apply: Callable[[str, Any], Any], writer_reopens: bool) -> dict[str, Any]:
+        """Run one ingest operation (``apply(folder, rag)`` -> an ``IngestResult``) on every served
+        index folder once, under the swap lock; the engines reading a folder that was written
+        re-open it (the new version is installed by one assignment: a search sees the old version
+        or the new one), except the writing one when ``writer_reopens`` (``RAG.add_files`` does).
+        Returns the per-engine reports (``IngestResult.to_dict()`` without the server's paths)."""
+        reports: dict[str, dict] = {}
+        with state.swap_lock:
+            for folder, names in folders().items():
+                res = apply(folder, state.rags[names[0]])
+                for i, name in enumerate(names):
+                    if res.written and (i > 0 or not writer_reopens):
+                        state.rags[name].swap_index(folder)
+                    reports[name] = _ingest_report(res)
+        return {"ok": all(r["ok"] for r in reports.values()), "engines": reports}
+
+    @app.post("/documents/files")
+    async def add_document_files(request: Request) -> dict:
+        import tempfile
+
+        from starlette.concurrency import run_in_threadpool
+
+        state.need_ready()
+        if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            raise APIError(422, "files: send the files as multipart/form-data, each in a part named 'files'",
+                           "invalid_value", "files")
+        try:
+            form = await request.form(max_files=config.max_inputs, max_fields=16)
+        except AssertionError:  # starlette: python-multipart is not installed
+            raise APIError(501, "file uploads need the python-multipart package on the server "
+                           "(pip install 'unirag[serve]')", "not_supported", "files") from None
+        except Exception as exc:  # MultiPartException and parser errors: a malformed body
+            raise APIError(422, f"files: not a readable multipart body ({exc})", "invalid_value", "files") from None
+        try:
+            uploads = [v for k, v in form.multi_items() if k == "files"]
+            if not uploads or any(isinstance(u, str) for u in uploads):
+                raise APIError(422, "files: give one or more files, each in a part named 'files'", "invalid_value",
+                               "files")
+            prefix = _upload_folder(form.get("folder"))
+            names = [_upload_name(u.filename) for u in uploads]
+            dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
+            if dup is not None:
+                raise APIError(422, f"files: the name {dup!r} is given twice", "duplicate_file", "files")
+            with tempfile.TemporaryDirectory(prefix="unirag-upload-") as tmp:
+                root = Path(tmp)
+                paths = []
+                for u, name in zip(uploads, names):
+                    path = root / prefix / name
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(await u.read())
+                    paths.append(path)
+
+                def apply(folder: str, rag: Any) -> Any:
+                    return rag.add_files(paths, root=root, record_paths=False)
+
+                return await run_in_threadpool(_ingest_errors, ingest_documents, apply, True)
+        finally:
+            await form.close()
+
+    @app.get("/documents")
+    def get_documents(engine: Union[str, None] = None, status: Union[str, None] = None) -> dict:
+        from unirag.retrieval.ingest import list_documents
+
+        name = state.retrieval_engine(engine)
+        folder = str(state.rags[name].info().get("index"))
+        docs = list_documents(folder)
+        if status is not None:
+            docs = [d for d in docs if d["status"] == status]
+        return {"engine": name, "index": folder, "count": len(docs),
+                "documents": [{k: v for k, v in d.items() if k != "path" or v} for d in docs]}
+
     @app.delete("/documents/{doc_id:path}")
     def delete_document(doc_id: str) -> dict:
-        from unirag.retrieval.update import UnknownPassageError
+        from unirag.retrieval.ingest import delete_documents
 
-        try:
-            return update_documents(lambda rag: rag.delete_documents([doc_id]))
-        except UnknownPassageError as exc:
-            raise APIError(404, str(exc), "document_not_found", "id") from None
+        def apply(folder: str, rag: Any) -> Any:
+            return delete_documents(folder, [doc_id])
+
+        return _ingest_errors(ingest_documents, apply, False)
 
     @app.get("/info")
     def info() -> dict:
@@ -504,6 +587,56 @@ async def _stream(state: State, name: str, job: Job, request: Request, model: st
         yield "data: [DONE]\n\n"
     finally:
         state.release(name, job)
+
+
+def _upload_name(filename: str | None) -> str:
+    """The name an uploaded file is saved (and indexed) under: its base name."""
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if not name or name in (".", "..") or "\0" in name:
+        raise APIError(422, f"files: an uploaded file needs a file name, got {filename!r}", "invalid_value", "files")
+    return name
+
+
+def _upload_folder(value: Any) -> str:
+    """The optional ``folder`` field: a relative path the uploaded files' ids are put under."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str):
+        raise APIError(422, "folder: a relative path, as a form field", "invalid_value", "folder")
+    parts = [p for p in value.replace("\\", "/").split("/") if p]
+    if value.startswith("/") or any(p in (".", "..") or "\0" in p for p in parts):
+        raise APIError(422, f"folder: a relative path without '.' or '..' parts, got {value!r}", "invalid_value",
+                       "folder")
+    return "/".join(parts)
+
+
+def _ingest_report(res: Any) -> dict[str, Any]:
+    """An ``IngestResult`` as the server answers it: no server paths."""
+    d = res.to_dict()
+    d.pop("folder", None)
+    d.pop("seconds", None)
+    if d.get("update"):
+        d["update"].pop("folder", None)
+    for doc in d["documents"]:
+        doc.pop("path", None)
+    return d
+
+
+def _ingest_errors(fn: Callable[..., dict], *args: Any) -> dict:
+    """``fn(*args)``, with the library's errors as JSON errors (bad input 422, unknown 404)."""
+    from unirag.config.base import ConfigError
+    from unirag.corpus.passage import CorpusError
+    from unirag.index.errors import IndexFormatError, IndexMismatchError
+    from unirag.retrieval.update import UnknownPassageError
+
+    try:
+        return fn(*args)
+    except UnknownPassageError as exc:
+        raise APIError(404, str(exc), "document_not_found", "id") from None
+    except (IndexMismatchError, IndexFormatError) as exc:
+        raise APIError(422, str(exc), "index_mismatch", "index") from None
+    except (ConfigError, CorpusError) as exc:
+        raise APIError(422, str(exc), "invalid_documents", "documents") from None
 
 
 def _version() -> str:
