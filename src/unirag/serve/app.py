@@ -541,7 +541,7 @@ def create_app(rags: Union[Rags, Loader, None] = None, config: ServeConfig | Non
     if config.cors:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=config.cors, allow_methods=["GET", "POST", "OPTIONS"],
+        app.add_middleware(CORSMiddleware, allow_origins=config.cors, allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)
     return app
 
