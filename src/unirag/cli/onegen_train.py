@@ -24,7 +24,9 @@ def train_onegen_cmd(
 ) -> None:
     """Fine-tune a causal LM into a OneGen model: it learns to write retrieval tokens (LM loss) whose
     hidden states retrieve the right documents (contrastive loss). Resumes from the latest
-    checkpoint in checkpoint_dir. Multi-GPU: `accelerate launch -m unirag.cli.app train onegen ...`."""
+    checkpoint in checkpoint_dir. Several processes (GPUs, or CPU with gloo):
+    `accelerate launch --num_processes N -m unirag.cli.app train onegen ...` (docs/distributed.md)."""
+    from unirag.train.dist import is_main_process
     from unirag.train.onegen import OneGenTrainConfig, train_onegen
 
     cfg = OneGenTrainConfig.load(config)
@@ -39,7 +41,8 @@ def train_onegen_cmd(
     if no_resume:
         cfg.resume = False
     summary = train_onegen(cfg)
-    typer.echo(json.dumps(summary, indent=2))
+    if is_main_process():
+        typer.echo(json.dumps(summary, indent=2))
 
 
 @train_app.command("onegen-data")

@@ -29,9 +29,12 @@ def train_rag_cmd(
     dev recall: the retrieval-collapse monitor), ``final/`` (save_pretrained) and ``summary.json``
     (EM/F1 on the dev data before and after training). Re-running resumes from the last checkpoint.
     """
+    from unirag.train.dist import is_main_process
     from unirag.train.rag import RagTrainConfig, train_rag
 
     summary = train_rag(RagTrainConfig.load(config))
+    if not is_main_process():   # under `accelerate launch`: the main process reports
+        return
     typer.echo(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}
                           | {k: {m: v[m] for m in ("em", "f1") if m in v} for k, v in summary.items()
                              if isinstance(v, dict)}, indent=2))
@@ -50,10 +53,12 @@ def train_retriever_cmd(
     corpus is rebuilt with the new passage encoder, and recall/MRR/nDCG before and after are
     written to ``summary.json``.
     """
+    from unirag.train.dist import is_main_process
     from unirag.train.retriever import DprTrainConfig, train_retriever
 
     summary = train_retriever(DprTrainConfig.load(config))
-    typer.echo(json.dumps(summary, indent=2))
+    if is_main_process():   # under `accelerate launch`: the main process reports
+        typer.echo(json.dumps(summary, indent=2))
 
 
 @rag_app.command("ask")

@@ -183,4 +183,5 @@ class OneGenCollator:
             "ret_rows": torch.tensor(ret_rows, dtype=torch.long), "ret_pos": torch.tensor(ret_pos, dtype=torch.long),
             "doc_input_ids": doc_ids, "doc_attention_mask": doc_mask,
             "pos_mask": pos, "neg_mask": neg, "cand_mask": cand,
+            "doc_keys": list(keys),   # (passage id, document role) of each document row
         }

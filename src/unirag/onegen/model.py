@@ -42,6 +42,9 @@ class OneGenOutput:
     retrieval_loss: torch.Tensor
     n_lm_tokens: int
     n_retrievals: int
+    lm_sum: torch.Tensor | None = None          # sum of the token losses (with grad): lm_loss * n_lm_tokens
+    query_vectors: torch.Tensor | None = None   # retrieval-token vectors [n_retrievals, d] (with grad)
+    doc_vectors: torch.Tensor | None = None     # the batch's document vectors [n_documents, d] (with grad)
 
 
 class OneGenModel(nn.Module):
@@ -205,6 +208,7 @@ class OneGenModel(nn.Module):
         h = self.hidden_states(batch["input_ids"], batch["attention_mask"])
         lm_loss, n_tok = self.lm_loss(h, batch["labels"])
         ret_loss = h.new_zeros(())
+        q = d = None
         n_ret = int(batch["ret_rows"].numel())
         if n_ret and batch["doc_input_ids"].numel():
             q = self.pick_vectors(h, batch["ret_rows"], batch["ret_pos"], batch["attention_mask"])
@@ -214,7 +218,7 @@ class OneGenModel(nn.Module):
             ret_loss = contrastive_loss(q, d, batch["pos_mask"], batch["neg_mask"], batch["cand_mask"],
                                         kind=cfg.loss, temperature=cfg.temperature)
         loss = cfg.lambda_lm * lm_loss + cfg.lambda_r * ret_loss
-        return OneGenOutput(loss, lm_loss.detach(), ret_loss.detach(), n_tok, n_ret)
+        return OneGenOutput(loss, lm_loss.detach(), ret_loss.detach(), n_tok, n_ret, lm_loss * n_tok, q, d)
 
     def pick_vectors(self, h: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor,
                      mask: torch.Tensor) -> torch.Tensor:

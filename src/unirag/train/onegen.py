@@ -1,11 +1,14 @@
-"""Fine-tune a OneGen model (full or LoRA) with accelerate: one process by default, several GPUs or
-nodes under ``accelerate launch``. Gradient accumulation, seeded shuffles, resumable checkpoints.
+"""Fine-tune a OneGen model (full or LoRA) with accelerate: one process by default, several processes
+(CPU with gloo, GPUs with NCCL, several nodes) under ``accelerate launch``. Gradient accumulation,
+seeded shuffles, resumable checkpoints; ``batch_size`` is the global micro-batch split across the
+processes (see :mod:`unirag.train.dist`), so a config trains the same way with any process count.
 
 Configuration: :class:`OneGenTrainConfig` (YAML); entry point :func:`train_onegen`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -42,6 +45,13 @@ class OneGenTrainConfig(ConfigBase):
     LoRA: they start far from any hidden state the model produces, so a higher rate lets the model
     learn to emit them within a short run.
     ``output_dir`` empty means the default model folder (``<cache>/onegen/smollm2-onegen``).
+
+    ``batch_size`` is the global micro-batch: under ``accelerate launch --num_processes N`` each
+    process takes ``batch_size / N`` of its examples, and an optimizer step sees ``batch_size *
+    grad_accum`` examples whatever N is; steps, warm-up and the schedule count optimizer steps.
+    ``gather_negatives`` gathers the query and document vectors of every process (with gradients)
+    so that each query is scored against the documents of the whole global batch, as in one
+    process; off, each process's queries see only its own share's documents.
     """
 
     train_file: str
@@ -70,6 +80,7 @@ class OneGenTrainConfig(ConfigBase):
     resume: bool = True
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     threads: int = 0
+    gather_negatives: bool = False
 
 
 def apply_lora(model: Any, settings: LoraSettings) -> None:
@@ -149,21 +160,124 @@ def _schedule(warmup: int, total: int):
     return fn
 
 
+def epoch_order(n: int, seed: int) -> list[int]:
+    """The example order of an epoch: a function of the seed and the epoch alone, not of the process
+    count. It is the order a shuffling ``DataLoader`` with ``generator=torch.Generator().manual_seed(seed)``
+    yields (the loader draws its worker base seed from the generator before the sampler's permutation)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    torch.empty((), dtype=torch.int64).random_(generator=gen)
+    return torch.randperm(n, generator=gen).tolist()
+
+
+def _n_targets(ex: Any) -> int:
+    """Labelled next-token targets of an encoded example (the positions ``lm_loss`` averages over)."""
+    return sum(1 for t in ex.labels[1:] if t != -100)
+
+
+def _budget_over(acc: Any, over: bool) -> bool:
+    """The time budget is over when it is over on any process (all processes stop at one step)."""
+    from unirag.train.dist import all_sum
+
+    return all_sum(acc, [float(over)])[0] > 0
+
+
+def gathered_contrastive_loss(out: Any, batch: dict[str, Any], kind: str, temperature: float, dim: int,
+                              include: bool = True) -> Any:
+    """The contrastive loss of the whole global batch, on every process: the query and document
+    vectors of all processes are all-gathered with gradients, documents that several processes hold
+    are kept once (first holder), and the masks are rebuilt over the global documents exactly as the
+    collator builds them for one batch (``cand``: every document of the query's partner role).
+    ``dim``: the vector width; ``include=False``: this process contributes no rows (a weight-0 share)."""
+    import torch
+    from accelerate.utils import gather_object
+
+    from unirag.onegen.losses import contrastive_loss
+    from unirag.train.dist import gather_rows
+
+    q, d = out.query_vectors, out.doc_vectors
+    keys = list(batch["doc_keys"]) if include and q is not None else []
+    masks = ([m.cpu().tolist() for m in (batch["pos_mask"], batch["neg_mask"], batch["cand_mask"])]
+             if keys else [[], [], []])
+    parts = gather_object([(keys, *masks)])
+    empty = out.lm_sum.new_zeros((0, dim), dtype=torch.float32)
+    qg = gather_rows(q.float() if keys else empty)
+    dg = gather_rows(d.float() if keys else empty)
+    col: dict[tuple[str, str], int] = {}
+    d_rows, offset = [], 0
+    for pkeys, *_ in parts:
+        for j, key in enumerate(pkeys):
+            if tuple(key) not in col:
+                col[tuple(key)] = len(d_rows)
+                d_rows.append(offset + j)
+        offset += len(pkeys)
+    R, D = sum(len(p[1]) for p in parts), len(col)
+    pos = torch.zeros((R, D), dtype=torch.bool)
+    neg = torch.zeros((R, D), dtype=torch.bool)
+    cand = torch.zeros((R, D), dtype=torch.bool)
+    roles = [k[1] for k in col]
+    r = 0
+    for pkeys, ppos, pneg, pcand in parts:
+        gcol = [col[tuple(k)] for k in pkeys]
+        for row_p, row_n, row_c in zip(ppos, pneg, pcand):
+            for c, (a, b_) in enumerate(zip(row_p, row_n)):
+                pos[r, gcol[c]] |= a
+                neg[r, gcol[c]] |= b_
+            want = {pkeys[c][1] for c, v in enumerate(row_c) if v}
+            cand[r] = torch.tensor([role in want for role in roles], dtype=torch.bool)
+            r += 1
+    if R == 0 or D == 0:
+        return qg.sum() * 0.0 + dg.sum() * 0.0
+    dg = dg[torch.tensor(d_rows, device=dg.device)]
+    dev = qg.device
+    return contrastive_loss(qg, dg, pos.to(dev), neg.to(dev), cand.to(dev), kind=kind, temperature=temperature)
+
+
+def global_onegen_loss(acc: Any, out: Any, batch: dict[str, Any], weight: float, cfg: OneGenTrainConfig,
+                       n_tok_global: int, active: int, dim: int) -> tuple[Any, dict[str, float]]:
+    """The loss to back-propagate on this process and the global micro-batch's reported losses.
+
+    LM: token losses summed over this share, divided by the global batch's labelled tokens, times N
+    (DDP averages): the gradient of the global token mean, as in one process. Retrieval: with
+    ``gather_negatives`` the whole global batch's loss (:func:`gathered_contrastive_loss`); without,
+    this share's loss, averaged over the processes that hold examples. One process: exactly
+    ``lambda_lm * lm_loss + lambda_r * retrieval_loss`` of the batch."""
+    from unirag.onegen.losses import contrastive_loss
+    from unirag.train.dist import all_sum
+
+    mc = cfg.model
+    n = acc.num_processes
+    lm = out.lm_sum * (weight * n / n_tok_global) if n_tok_global else out.lm_sum * 0.0
+    if cfg.gather_negatives and n > 1:
+        ret = gathered_contrastive_loss(out, batch, mc.loss, mc.temperature, dim, include=weight > 0)
+        ret_bwd, ret_local = ret, float(ret.detach()) * weight / active
+    else:
+        if out.query_vectors is not None:
+            ret = contrastive_loss(out.query_vectors, out.doc_vectors, batch["pos_mask"], batch["neg_mask"],
+                                   batch["cand_mask"], kind=mc.loss, temperature=mc.temperature)
+        else:
+            ret = out.lm_sum * 0.0
+        ret_bwd, ret_local = ret * (weight * n / active), float(ret.detach()) * weight / active
+    lm_rep, ret_rep = all_sum(acc, [float(lm.detach()) / n, ret_local])
+    loss = mc.lambda_lm * lm + mc.lambda_r * ret_bwd
+    return loss, {"loss": mc.lambda_lm * lm_rep + mc.lambda_r * ret_rep, "lm_loss": lm_rep, "retrieval_loss": ret_rep}
+
+
 def train_onegen(cfg: OneGenTrainConfig, progress: bool = True) -> dict[str, Any]:
     """Train per ``cfg``; saves the final model (or adapter) with tokenizer and OneGen config into
     ``cfg.output_dir`` and returns a summary (losses, steps, timings, held-out LM loss)."""
     import torch
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from torch.utils.data import DataLoader
+    from accelerate.utils import send_to_device, set_seed
 
     from unirag.onegen.collator import OneGenCollator
     from unirag.onegen.data import load_documents
     from unirag.train.common import latest_checkpoint, load_checkpoint, save_checkpoint
+    from unirag.train.dist import active_processes, local_share, make_accelerator
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    acc = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision)
+    acc = make_accelerator(1, cfg.mixed_precision)  # accumulation is done here: groups follow the epoch
     set_seed(cfg.seed)
     say = acc.print if progress else (lambda *a, **k: None)
     model = build_model(cfg)
@@ -171,16 +285,19 @@ def train_onegen(cfg: OneGenTrainConfig, progress: bool = True) -> dict[str, Any
     train = encode_file(cfg.train_file, model, docs, cfg.max_length)
     held = encode_file(cfg.eval_file, model, docs, cfg.max_length) if cfg.eval_file else []
     collator = OneGenCollator(model.tokenizer, cfg.model, docs, cfg.max_negatives)
-    summary: dict[str, Any] = {"train_examples": len(train), "heldout_examples": len(held)}
-    if held:
+    summary: dict[str, Any] = {"train_examples": len(train), "heldout_examples": len(held),
+                               "num_processes": acc.num_processes}
+    if held and acc.is_main_process:
         summary["heldout_lm_before"] = heldout_lm_loss(model, held, collator)
         say(f"held-out LM loss before: {json.dumps(summary['heldout_lm_before'])}")
     params = [p for p in model.parameters() if p.requires_grad]
     summary["trainable_params"] = sum(p.numel() for p in params)
     optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    per_epoch = math.ceil(len(train) / (cfg.batch_size * acc.num_processes) / cfg.grad_accum)
+    n_batches = math.ceil(len(train) / cfg.batch_size)      # global micro-batches per epoch
+    per_epoch = math.ceil(n_batches / cfg.grad_accum)       # optimizer steps per epoch
     total = cfg.max_steps or per_epoch * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg.warmup_steps, total))
+    dim = model.hf_model.config.hidden_size          # retrieval vectors are normalised last hidden states
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
     ckroot = Path(cfg.checkpoint_dir)
     state = {"step": 0, "epoch": 0, "batches_done": 0}
@@ -199,29 +316,34 @@ def train_onegen(cfg: OneGenTrainConfig, progress: bool = True) -> dict[str, Any
         total = step
     while step < total:
         epoch = state["epoch"]
-        gen = torch.Generator().manual_seed(cfg.seed + epoch)
-        loader = acc.prepare(DataLoader(train, batch_size=cfg.batch_size, shuffle=True, generator=gen,
-                                        collate_fn=collator))
-        loader = acc.skip_first_batches(loader, state["batches_done"]) if state["batches_done"] else loader
-        for batch in loader:
-            with acc.accumulate(model):
+        order = epoch_order(len(train), cfg.seed + epoch)
+        while state["batches_done"] < n_batches and step < total:
+            b = state["batches_done"]
+            ids = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            mine, weight = local_share(acc, ids)
+            batch = send_to_device(collator([train[i] for i in mine]), acc.device)
+            sync = (b + 1) % cfg.grad_accum == 0 or b + 1 == n_batches
+            with contextlib.nullcontext() if sync else acc.no_sync(model):
                 out = model(batch)
-                acc.backward(out.loss)
-                if acc.sync_gradients and cfg.max_grad_norm:
+                n_tok = sum(_n_targets(train[i]) for i in ids)      # the global micro-batch's LM targets
+                loss, rep = global_onegen_loss(acc, out, batch, weight, cfg, n_tok, active_processes(acc, len(ids)), dim)
+                acc.backward(loss / cfg.grad_accum)
+            if sync:
+                if cfg.max_grad_norm:
                     acc.clip_grad_norm_(params, cfg.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
             state["batches_done"] += 1
-            window["loss"] += float(out.loss.detach())
-            window["lm"] += float(out.lm_loss)
-            window["ret"] += float(out.retrieval_loss)
+            window["loss"] += rep["loss"]
+            window["lm"] += rep["lm_loss"]
+            window["ret"] += rep["retrieval_loss"]
             window["n"] += 1
-            if not acc.sync_gradients:
+            if not sync:
                 continue
             step += 1
             state["step"] = step
-            if cfg.max_minutes and time.time() - start > 60 * cfg.max_minutes:
+            if cfg.max_minutes and _budget_over(acc, time.time() - start > 60 * cfg.max_minutes):
                 say(f"time budget of {cfg.max_minutes} min reached at step {step}")
                 total, stopped = step, True
             if cfg.stop_at_step and step >= cfg.stop_at_step:
@@ -241,16 +363,15 @@ def train_onegen(cfg: OneGenTrainConfig, progress: bool = True) -> dict[str, Any
                 acc.wait_for_everyone()
                 if acc.is_main_process:
                     save_checkpoint(ckroot / f"step-{step}", acc.unwrap_model(model), optimizer, scheduler, state)
-            if step >= total:
-                break
-        if step < total or state["batches_done"] >= len(loader):
+                acc.wait_for_everyone()
+        if state["batches_done"] >= n_batches:
             state["epoch"] += 1
             state["batches_done"] = 0
     acc.wait_for_everyone()
     unwrapped = acc.unwrap_model(model)
     summary["steps"] = step
     summary["train_minutes"] = (time.time() - start) / 60
-    if held:
+    if held and acc.is_main_process:
         summary["heldout_lm_after"] = heldout_lm_loss(unwrapped, held, collator)
         say(f"held-out LM loss after: {json.dumps(summary['heldout_lm_after'])}")
     out_dir = Path(cfg.output_dir) if cfg.output_dir else default_onegen_dir()

@@ -3,6 +3,8 @@
 The document encoder and the index stay frozen; p(z|x) is recomputed in torch from the query
 vector and the index's stored document vectors, so the marginal NLL trains the query encoder.
 Checkpoints are safetensors + JSON (``unirag.train.common``); runs resume from the latest one.
+Runs under ``accelerate launch --num_processes N`` as well: ``batch_size`` is the global batch, each
+process takes its share (:mod:`unirag.train.dist`), and only the main process writes files.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ class LoraSettings(LoraBase):
 @dataclass
 class RagTrainConfig(ConfigBase):
     """Everything ``unirag train rag`` reads from its YAML file (``stop_after``: end this run early,
-    keeping the schedule of ``max_steps``; a later run resumes)."""
+    keeping the schedule of ``max_steps``; a later run resumes). ``batch_size`` is the global batch:
+    under ``accelerate launch --num_processes N`` each process takes ``batch_size / N`` of its
+    questions; ``max_steps`` and the schedule count global steps, the same for any N."""
 
     output_dir: str
     rag: RagConfig = field(default_factory=RagConfig)
@@ -140,32 +144,37 @@ def train_rag(cfg: RagTrainConfig, model=None) -> dict:
     """Train, checkpoint, evaluate; returns the summary also written to ``output_dir/summary.json``."""
     import numpy as np
     import torch
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from unirag.rag.model import RagModel
     from unirag.train.common import latest_checkpoint, load_checkpoint, save_checkpoint
+    from unirag.train.dist import all_sum, local_share, make_accelerator
 
+    acc = make_accelerator(cfg.grad_accum, cpu=not torch.cuda.is_available())
+    main = acc.is_main_process
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "train_config.yaml")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "train_config.yaml")
     set_seed(cfg.seed)
     train = load_qa(cfg.train_data, "train")
     dev = load_qa(cfg.dev_data, "heldout") if cfg.dev_data else []
     if cfg.eval_limit is not None:
         dev = dev[: cfg.eval_limit]
     model = model or RagModel.from_config(cfg.rag)
-    summary: dict = {"variant": cfg.rag.variant, "train_examples": len(train), "dev_examples": len(dev)}
-    log = (out / "log.jsonl").open("a", encoding="utf-8")
+    summary: dict = {"variant": cfg.rag.variant, "train_examples": len(train), "dev_examples": len(dev),
+                     "num_processes": acc.num_processes}
+    log = (out / "log.jsonl").open("a", encoding="utf-8") if main else None
     decoding = cfg.eval_decoding
 
     def write(rec: dict) -> None:
-        log.write(json.dumps(rec) + "\n")
-        log.flush()
-        print(json.dumps(rec), flush=True)
+        if log is not None:
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            print(json.dumps(rec), flush=True)
 
     ckpt = latest_checkpoint(out / "checkpoints") if cfg.resume else None
-    if cfg.eval_before and dev and ckpt is None:
+    if cfg.eval_before and dev and ckpt is None and main:
         t0 = time.time()
         summary["before"] = evaluate_qa(model, dev, decoding, cfg.eval_num_beams, cfg.eval_batch_size)
         summary["before"]["seconds"] = time.time() - t0
@@ -181,11 +190,11 @@ def train_rag(cfg: RagTrainConfig, model=None) -> dict:
     warm = max(cfg.warmup_steps, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (cfg.max_steps - s) / max(cfg.max_steps - warm, 1))))
-    acc = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=cfg.grad_accum)
     model, opt, sched = acc.prepare(model, opt, sched)
+    raw = acc.unwrap_model(model)   # the model itself (DDP wraps it under several processes)
     step = 0
     if ckpt is not None:
-        step = int(load_checkpoint(ckpt, model, opt, sched)["step"])
+        step = int(load_checkpoint(ckpt, raw, opt, sched)["step"])
         write({"resumed_from": str(ckpt), "step": step})
     per_epoch = max(len(train) // cfg.batch_size, 1)
     model.train()
@@ -195,9 +204,11 @@ def train_rag(cfg: RagTrainConfig, model=None) -> dict:
         epoch, pos = divmod(step, per_epoch)
         order = np.random.RandomState(cfg.seed + epoch).permutation(len(train))
         batch = [train[i] for i in order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]]
+        mine, weight = local_share(acc, batch)
         with acc.accumulate(model):
-            res = model([e.question for e in batch], [e.answers[0] for e in batch])
-            acc.backward(res.loss)
+            res = model([e.question for e in mine], [e.answers[0] for e in mine], reduction="sum")
+            # sum over this share / global batch, times N (DDP averages): the global batch mean's gradient
+            acc.backward(res.loss * (weight * acc.num_processes / len(batch)))
             if cfg.max_grad_norm:
                 acc.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.max_grad_norm)
             opt.step()
@@ -206,24 +217,30 @@ def train_rag(cfg: RagTrainConfig, model=None) -> dict:
         step += 1
         ent = doc_entropy(res.doc_scores.detach())
         rows = {r for rr in res.retrieved.rows for r in rr}
-        hist.append(float(res.loss.detach()))
+        hist.append(all_sum(acc, [float(res.loss.detach()) * weight])[0] / len(batch))
         if step % cfg.log_every == 0 or step == cfg.max_steps:
             write({"step": step, "loss": sum(hist) / len(hist), "doc_entropy": ent,
                    "distinct_docs": len(rows) / max(sum(len(r) for r in res.retrieved.rows), 1),
                    "lr": sched.get_last_lr()[0], "sec_per_step": (time.time() - t0) / len(hist)})
             hist, t0 = [], time.time()
-        if dev and cfg.monitor_every and step % cfg.monitor_every == 0:
+        if dev and cfg.monitor_every and step % cfg.monitor_every == 0:   # every process: same decision
             model.eval()
-            mon = retrieval_monitor(model, dev[: cfg.monitor_examples])
+            mon = retrieval_monitor(raw, dev[: cfg.monitor_examples])
             model.train()
             collapsed = mon.get("dev_doc_entropy", 1.0) < cfg.collapse_entropy
             write({"step": step, **mon, "collapse": collapsed})
             if collapsed and cfg.freeze_retriever_on_collapse:
-                model.query_model.requires_grad_(False)
+                raw.query_model.requires_grad_(False)
                 write({"step": step, "retriever": "frozen after collapse warning"})
         if cfg.save_every and (step % cfg.save_every == 0 or step == end):
-            save_checkpoint(out / "checkpoints" / f"step-{step}", model, opt, sched, {"step": step})
+            acc.wait_for_everyone()
+            if main:
+                save_checkpoint(out / "checkpoints" / f"step-{step}", raw, opt, sched, {"step": step})
+            acc.wait_for_everyone()
     model.eval()
+    model = raw
+    if not main:
+        return {**summary, "steps": step}
     model.save_pretrained(out / "final")
     if cfg.eval_after and dev:
         t0 = time.time()
