@@ -32,6 +32,11 @@ def index_build(
     split_words: int = typer.Option(0, help="Split documents into passages of this many words (DPR used 100); 0 keeps documents whole."),
     overlap: int = typer.Option(0, help="Words shared by consecutive passages when splitting."),
     batch_size: int = typer.Option(64, help="Embedding batch size (batches are formed from length-sorted passages)."),
+    threads: int = typer.Option(0, "--threads", help="Threads for embedding (torch and FAISS); 0 = every core this "
+                                "process may use. Restored after the build."),
+    int8: bool = typer.Option(False, "--int8/--fp32", help="Embed with a dynamically quantised int8 encoder "
+                              "(faster on CPU, slightly different vectors). Recorded in the manifest "
+                              "(encoder NAME+int8), so queries are embedded the same way."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
     ray: bool = typer.Option(False, "--ray", help="Embed on a Ray cluster (Ray Data, a pool of encoder actors): joins "
                              "--ray-address, else $RAY_ADDRESS, else starts a local cluster. The folder is the same as without it."),
@@ -49,7 +54,7 @@ def index_build(
     if not dense and not bm25:
         raise usage_error("--no-dense --no-bm25", "nothing to build: keep --dense and/or --bm25")
     for option, value, least in (("--split-words", split_words, 0), ("--overlap", overlap, 0),
-                                 ("--batch-size", batch_size, 1)):
+                                 ("--batch-size", batch_size, 1), ("--threads", threads, 0)):
         if value < least:
             raise usage_error(option, f"must be at least {least}, got {value}")
     if overlap and not split_words:
@@ -69,7 +74,8 @@ def index_build(
         ray_opts = {"address": ray_address or True, "concurrency": ray_concurrency, "batch_size": ray_batch_size,
                     "num_cpus": ray_cpus, "num_gpus": ray_gpus}
     build_index(passages, out_dir, encoder=encoder, factory=factory, dense=dense, bm25=bm25,
-                batch_size=batch_size, progress=not as_json, ray=ray_opts)
+                batch_size=batch_size, progress=not as_json, ray=ray_opts, threads=threads,
+                encoder_dtype="int8" if int8 else None)
     manifest = IndexFolder(out_dir).read_manifest()
     if as_json:
         print_json({"path": str(out_dir), **manifest.to_dict()})

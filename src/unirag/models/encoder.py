@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -15,6 +17,57 @@ if TYPE_CHECKING:
     import torch
 
 Pooling = Literal["mean", "cls", "last"]
+EncoderDtype = Literal["float32", "int8"]
+DTYPES = ("float32", "int8")
+INT8_SUFFIX = "+int8"  # an encoder name ending so (e.g. in a manifest) loads the int8 path
+
+
+def split_dtype(name: str) -> tuple[str, EncoderDtype]:
+    """``"all-minilm-l6-v2+int8"`` → ``("all-minilm-l6-v2", "int8")``; other names are float32."""
+    if name.endswith(INT8_SUFFIX):
+        return name[: -len(INT8_SUFFIX)], "int8"
+    return name, "float32"
+
+
+def cores_available() -> int:
+    """CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` where unknown)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Run the block with ``torch.set_num_threads(threads)`` (``None`` or 0: every available core)
+    and restore the previous count afterwards. torch and FAISS share one OpenMP runtime in these
+    wheels, so this also sets FAISS's thread count for the block."""
+    import torch
+
+    n = int(threads) if threads else cores_available()
+    if n < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
+
+
+def quantize_int8(model):
+    """Dynamic int8 quantisation of every ``nn.Linear``: weights int8 with one scale per output row
+    (per-channel: median cosine to float32 0.985 on the Wikipedia summaries, against 0.945 with one
+    scale per matrix), activations quantised on the fly, float32 elsewhere."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig})
 
 
 def _read_st_pooling(folder: str) -> Pooling | None:
@@ -37,23 +90,40 @@ class Encoder:
     """
 
     def __init__(self, model, tokenizer, name: str, pooling: Pooling = "mean", normalize: bool = True,
-                 max_length: int = 256):
+                 max_length: int = 256, dtype: EncoderDtype = "float32"):
         self.model = model
         self.tokenizer = tokenizer
-        self.name = name
+        self.dtype: EncoderDtype = dtype
+        base, _ = split_dtype(name)
+        self.name = base + INT8_SUFFIX if dtype == "int8" else base
         self.pooling: Pooling = pooling
         self.normalize = normalize
         self.max_length = max_length
 
     @classmethod
     def from_pretrained(cls, name: str, pooling: Pooling | None = None, normalize: bool = True,
-                        max_length: int | None = None, device: str = "cpu") -> Encoder:
+                        max_length: int | None = None, device: str = "cpu",
+                        dtype: EncoderDtype | None = None) -> Encoder:
         """Load an encoder from an alias, a local folder or a hub id; pooling is read from a
-        sentence-transformers folder when not given (default mean)."""
+        sentence-transformers folder when not given (default mean).
+
+        ``dtype``: ``"float32"`` or ``"int8"`` (dynamic int8 quantisation of the Linear layers, CPU
+        only). A name ending in ``+int8`` (as an int8 index's manifest records it) means int8, so
+        queries of an index are embedded by the path that embedded its passages."""
         from transformers import AutoModel, AutoTokenizer
 
         from unirag.models.quiet import quiet_loading
 
+        name, named_dtype = split_dtype(name)
+        dtype = dtype or named_dtype
+        if dtype not in DTYPES:
+            from unirag.config.errors import UsageError
+
+            raise UsageError(f"encoder dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        if dtype == "int8" and str(device) != "cpu":
+            from unirag.config.errors import UsageError
+
+            raise UsageError(f"int8 encoders run on the CPU only, not {device}")
         folder = resolve_model(name)
         try:
             with quiet_loading():
@@ -69,10 +139,16 @@ class Encoder:
             st_cfg = Path(folder) / "sentence_bert_config.json"
             if st_cfg.is_file():
                 max_length = json.loads(st_cfg.read_text()).get("max_seq_length", max_length)
-        return cls(model, tokenizer, saved.get("name", name), pooling, saved.get("normalize", normalize), max_length)
+        if dtype == "int8":
+            model = quantize_int8(model)
+        return cls(model, tokenizer, saved.get("name", name), pooling, saved.get("normalize", normalize), max_length,
+                   dtype)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Save weights, tokenizer and the pooling settings to ``path``."""
+        """Save weights, tokenizer and the pooling settings to ``path`` (float32 encoders only:
+        an int8 one is the float32 folder loaded with ``dtype="int8"``)."""
+        if self.dtype != "float32":
+            raise ValueError(f"save_pretrained: save the float32 encoder; {self.dtype} is applied at load time")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path)
@@ -81,6 +157,11 @@ class Encoder:
                "max_length": self.max_length}
         (path / "unirag_encoder.json").write_text(json.dumps(cfg, indent=2) + "\n")
 
+    def info(self) -> dict:
+        """What an index manifest records about this encoder."""
+        return {"pooling": self.pooling, "normalize": self.normalize, "max_length": self.max_length,
+                "dtype": self.dtype}
+
     @property
     def dim(self) -> int:
         """Output vector dimension."""
@@ -88,7 +169,10 @@ class Encoder:
 
     @property
     def device(self):
-        return next(self.model.parameters()).device
+        import torch
+
+        p = next(self.model.parameters(), None)  # a quantised model keeps only LayerNorm / embeddings
+        return p.device if p is not None else torch.device("cpu")
 
     def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Pool token states ``[B, T, H]`` with attention ``mask`` ``[B, T]`` into ``[B, H]``."""
@@ -114,10 +198,12 @@ class Encoder:
         return self.pool(hidden, batch["attention_mask"])
 
     def encode(self, texts: list[str], batch_size: int = 64, sort_by_length: bool = True,
-               progress: bool = False, desc: str = "embedding", bar=None) -> np.ndarray:
+               progress: bool = False, desc: str = "embedding", bar=None, threads: int | None = None) -> np.ndarray:
         """Float32 vectors ``[len(texts), dim]``; batches are formed from length-sorted texts
-        (less padding) and returned in the input order. ``bar``: an open progress bar to advance
-        (for callers that embed in several chunks) instead of a new one."""
+        (less padding) and returned in the input order. ``bar``: an open progress object with
+        ``update(n)`` (:class:`unirag.progress.Progress`, a tqdm bar) to advance, for callers that
+        embed in several chunks, instead of a new one. ``threads``: torch threads for this call
+        (restored after; ``None`` keeps the current setting)."""
         import torch
 
         n = len(texts)
@@ -127,12 +213,12 @@ class Encoder:
         order = np.argsort([-len(t) for t in texts], kind="stable") if sort_by_length else np.arange(n)
         own_bar = bar is None and progress
         if own_bar:
-            from tqdm.auto import tqdm
+            from unirag.progress import Progress
 
-            bar = tqdm(total=n, desc=desc, unit=" texts")
+            bar = Progress(n, desc, unit="texts")
         was_training = self.model.training
         self.model.eval()
-        with torch.inference_mode():
+        with torch_threads(threads) if threads else contextlib.nullcontext(), torch.inference_mode():
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
                 vecs = self.embed([texts[i] for i in idx])

@@ -82,9 +82,12 @@ def convert_gguf(src_dir: Path, gguf_file: str, target: Path, progress: bool = T
             f"Converting {gguf_file} to safetensors in {target} (once; {eta})"
         )
         status.start()
+    from unirag.models.quiet import quiet_loading
+
     try:
-        tok = AutoTokenizer.from_pretrained(str(src_dir), gguf_file=gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(str(src_dir), gguf_file=gguf_file, dtype=torch.float32)
+        with quiet_loading():  # our status line, not transformers' raw bars
+            tok = AutoTokenizer.from_pretrained(str(src_dir), gguf_file=gguf_file)
+            model = AutoModelForCausalLM.from_pretrained(str(src_dir), gguf_file=gguf_file, dtype=torch.float32)
         # transformers 5.x keeps a GGUF quantizer on the model that refuses to save; the weights are
         # already plain fp32, so drop it and save a normal checkpoint.
         model.hf_quantizer = None
@@ -95,8 +98,9 @@ def convert_gguf(src_dir: Path, gguf_file: str, target: Path, progress: bool = T
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
         try:
-            model.save_pretrained(tmp)
-            tok.save_pretrained(tmp)
+            with quiet_loading():
+                model.save_pretrained(tmp)
+                tok.save_pretrained(tmp)
             for f in tmp.iterdir():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())

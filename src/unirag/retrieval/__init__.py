@@ -1,7 +1,7 @@
 """Retrievers: one protocol (``search(queries, k)``), dense (FAISS), BM25 (bm25s), hybrid (RRF)."""
 
 from unirag.retrieval.base import Retriever, SearchResult
-from unirag.retrieval.build import build_index, default_index_dir, ensure_default_index
+from unirag.retrieval.build import BuildConfig, build_index, default_index_dir, ensure_default_index
 from unirag.retrieval.bm25 import BM25Retriever
 from unirag.retrieval.dense import DenseRetriever
 from unirag.retrieval.hybrid import HybridRetriever, reciprocal_rank_fusion
@@ -17,6 +17,7 @@ __all__ = [
     "SearchResult",
     "UnknownPassageError",
     "UpdateResult",
+    "BuildConfig",
     "build_index",
     "check_retriever_kind",
     "default_index_dir",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
+from unirag.config.base import ConfigBase, ConfigError
 from unirag.config.fs import atomic_dir
 from unirag.corpus.passage import Passage
 from unirag.corpus.store import DocStore
@@ -16,6 +18,31 @@ from unirag.models.registry import DEFAULT_ENCODER
 from unirag.retrieval.bm25 import build_bm25
 
 CHUNK = 50_000  # passages embedded and added per step, so 21M never sit in memory at once
+ENCODER_DTYPES = ("float32", "int8")
+# The encoder path of new indexes when none is asked for. int8 (dynamic quantisation of the Linear
+# layers) would be about 1.6x faster here, but on FanOutQA dev it loses more recall@5 than the bar
+# allows (0.005): see docs/first-run.md.
+DEFAULT_ENCODER_DTYPE = "float32"
+
+
+@dataclass
+class BuildConfig(ConfigBase):
+    """How :func:`build_index` embeds: ``threads`` (torch / FAISS threads while building; 0 = every
+    core this process may use), ``encoder_dtype`` (``float32`` or ``int8``, recorded in the manifest
+    so queries take the same path), ``batch_size``."""
+
+    threads: int = 0
+    encoder_dtype: str = DEFAULT_ENCODER_DTYPE
+    batch_size: int = 64
+
+    def validate(self) -> BuildConfig:
+        if self.threads < 0:
+            raise ConfigError(f"threads: must be 0 (every core) or more, got {self.threads}")
+        if self.encoder_dtype not in ENCODER_DTYPES:
+            raise ConfigError(f"encoder_dtype: must be one of {', '.join(ENCODER_DTYPES)}, got {self.encoder_dtype!r}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size: must be at least 1, got {self.batch_size}")
+        return self
 
 
 def _faiss_threads(factory: str, deterministic: bool):
@@ -59,6 +86,10 @@ def build_index(
     registry: dict | None = None,
     lock: bool = True,
     ray=None,
+    threads: int | None = None,
+    encoder_dtype: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    config: BuildConfig | None = None,
 ) -> Path:
     """Write an index folder at ``out``: ``docs/`` (doc store), ``index.faiss`` (dense, embedded
     with ``encoder`` in length-sorted batches), ``bm25/`` and ``manifest.json`` with checksums.
@@ -76,10 +107,33 @@ def build_index(
     of one folder are serialised by the lock :func:`unirag.retrieval.update.writer_lock` takes
     (``lock=False``: the caller holds it). ``registry``: a document registry written as
     ``sources.json`` (:mod:`unirag.index.registry`).
+
+    ``threads``: torch (and FAISS: one OpenMP runtime) threads while embedding, restored afterwards
+    (``None`` / 0: every core this process may use). ``encoder_dtype``: ``"float32"`` or ``"int8"``
+    for an encoder given by name (the manifest records the encoder as ``NAME+int8``, so queries are
+    embedded by the same path). ``config``: a :class:`BuildConfig` holding these (and
+    ``batch_size``) instead. ``progress``: show what is being built, passages done / total,
+    passages/s and the time left (a rich bar on a terminal, plain lines otherwise);
+    ``on_progress(done, total)`` is called after every batch either way.
     """
     import contextlib
 
+    from unirag.models.encoder import torch_threads
     from unirag.retrieval.update import remove_stale_versions, writer_lock
+
+    if config is not None:
+        config.validate()
+        threads = config.threads if threads is None else threads
+        encoder_dtype = encoder_dtype or config.encoder_dtype
+        batch_size = config.batch_size
+    if threads is not None and threads < 0:
+        raise ConfigError(f"build_index: threads must be 0 (every core) or more, got {threads}")
+    if encoder_dtype is not None and encoder_dtype not in ENCODER_DTYPES:
+        raise ConfigError(f"build_index: encoder_dtype must be one of {', '.join(ENCODER_DTYPES)}, "
+                          f"got {encoder_dtype!r}")
+    if encoder_dtype == "int8" and not isinstance(encoder, str) and getattr(encoder, "dtype", None) != "int8":
+        raise ConfigError(f"build_index: encoder_dtype={encoder_dtype!r} but the encoder given is "
+                          "not: pass its name, or load it with Encoder.from_pretrained(..., dtype='int8')")
 
     if not dense and not bm25:
         from unirag.config.errors import UsageError
@@ -99,6 +153,11 @@ def build_index(
             if bm25:
                 build_bm25((p.contents for p in store), layout.bm25_dir)
             if dense:
+                if isinstance(encoder, str) and encoder_dtype:
+                    from unirag.models.encoder import INT8_SUFFIX, split_dtype
+
+                    base = split_dtype(encoder)[0]
+                    encoder = base + INT8_SUFFIX if encoder_dtype == "int8" else base
                 encoder_spec = encoder  # what Ray actors load: the name, or the embedding function itself
                 if isinstance(encoder, str):
                     from unirag.models.encoder import Encoder
@@ -109,22 +168,24 @@ def build_index(
                 m.encoder = encoder.name
                 m.encoder_info = encoder_info(encoder)
                 bar = None
-                if progress:
-                    from tqdm.auto import tqdm
+                if progress or on_progress is not None:
+                    from unirag.progress import Progress
 
-                    bar = tqdm(total=len(store), desc="embedding corpus", unit=" passages")
-                if ray:
-                    from unirag.distributed.embed import embed_store
+                    bar = Progress(len(store), "embedding corpus", unit="passages",
+                                   display="auto" if progress else "none", on_progress=on_progress)
+                with torch_threads(threads):
+                    if ray:
+                        from unirag.distributed.embed import embed_store
 
-                    chunks = embed_store(layout.docs_dir, encoder_spec, len(store), ray, CHUNK,
-                                         batch_size, sort_by_length, bar)
-                else:
-                    chunks = (encoder.encode([store[r].contents for r in range(start, min(start + CHUNK, len(store)))],
-                                             batch_size=batch_size, sort_by_length=sort_by_length, bar=bar)
-                              for start in range(0, len(store), CHUNK))
-                with _faiss_threads(factory, deterministic):
-                    for vecs in chunks:
-                        index.add(vecs)
+                        chunks = embed_store(layout.docs_dir, encoder_spec, len(store), ray, CHUNK,
+                                             batch_size, sort_by_length, bar)
+                    else:
+                        chunks = (encoder.encode([store[r].contents for r in range(start, min(start + CHUNK, len(store)))],
+                                                 batch_size=batch_size, sort_by_length=sort_by_length, bar=bar)
+                                  for start in range(0, len(store), CHUNK))
+                    for vecs in chunks:  # embedded outside the FAISS context: it may hold one thread
+                        with _faiss_threads(factory, deterministic):
+                            index.add(vecs)
                 if bar is not None:
                     bar.close()
             else:
@@ -160,8 +221,10 @@ def default_index_dir(encoder: str = DEFAULT_ENCODER, factory: str = "Flat") -> 
     return IndexFolder.cached(f"wiki-en-{encoder.split('/')[-1].lower()}-{tag}").path
 
 
-def ensure_default_index(encoder: str = DEFAULT_ENCODER, factory: str = "Flat", progress: bool = True) -> Path:
-    """The default index folder, built on first use (about 4 minutes on 2 cores) and cached."""
+def ensure_default_index(encoder: str = DEFAULT_ENCODER, factory: str = "Flat", progress: bool = True,
+                         threads: int | None = None) -> Path:
+    """The default index folder, built on first use (about 5-6 minutes on 2 cores) and cached.
+    ``threads``: embedding threads (default ``$UNIRAG_THREADS``, else every available core)."""
     path = default_index_dir(encoder, factory)
     if not IndexFolder(path).exists():
         from unirag.data.wiki import wiki_passages
@@ -172,5 +235,8 @@ def ensure_default_index(encoder: str = DEFAULT_ENCODER, factory: str = "Flat", 
             Console(stderr=True).print(
                 f"[bold]Building the default index[/] over 10,033 Wikipedia summaries into {path} (once)"
             )
-        build_index(wiki_passages(), path, encoder=encoder, factory=factory, progress=progress)
+        if threads is None and os.environ.get("UNIRAG_THREADS", "").strip():
+            threads = int(os.environ["UNIRAG_THREADS"])
+        build_index(wiki_passages(), path, encoder=encoder, factory=factory, progress=progress, threads=threads,
+                    encoder_dtype=DEFAULT_ENCODER_DTYPE)
     return path

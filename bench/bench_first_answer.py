@@ -1,0 +1,233 @@
+"""First answer on a fresh machine: corpus embedding throughput (float32 / int8 encoder, 1 / 2 threads)
+against the float32 matrix-multiply limit, the generator conversion, the empty-cache `unirag ask`,
+and warm `unirag search` / `unirag ask` start times.
+
+    python bench/bench_first_answer.py                      # throughput on a 512-passage sample
+    python bench/bench_first_answer.py --convert            # + GGUF -> safetensors in an empty cache
+    python bench/bench_first_answer.py --fresh-ask          # + `unirag ask` with an empty UNIRAG_CACHE
+    python bench/bench_first_answer.py --warm               # + warm `unirag search` / `unirag ask`
+    python bench/bench_first_answer.py --only warm          # one step; the others stay in the JSON
+
+Steps run in separate processes where they time a command; every figure carries the 1-minute load
+average read just before it (another busy process on these 2 cores distorts any timing: re-run when
+it reads above 1.5). Prints tables and merges into bench/results/first_answer.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, table  # noqa: E402
+
+GFLOPS_PER_CORE = 91.0  # float32 matmul on one core (docs/performance-notes); two cores: 158-173
+GFLOPS_TWO_CORES = 165.0
+QUESTION = "Who painted the Mona Lisa?"
+
+
+def load1() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def _busy_s() -> float:
+    """CPU-seconds all cores spent busy since boot (/proc/stat)."""
+    f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(f) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+
+
+def _own_s() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class Others:
+    """Cores kept busy by other processes while the block runs (the load average counts this
+    benchmark's own threads too)."""
+
+    def __enter__(self):
+        self.t, self.busy, self.own = time.perf_counter(), _busy_s(), _own_s()
+        return self
+
+    def __exit__(self, *exc):
+        dt = time.perf_counter() - self.t
+        self.cores = max(0.0, (_busy_s() - self.busy - (_own_s() - self.own)) / dt)
+
+
+def encoder_flops(cfg, lengths: list[int], batch_size: int) -> dict:
+    """FLOPs per passage of a BERT encoder over length-sorted batches of ``lengths`` tokens:
+    2 x (matmul parameters) x tokens for the projections and the FFN, plus the attention products
+    QK^T and AV (2 x 2 x L^2 x hidden per layer per sequence), at the padded length of each batch."""
+    h, f, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    mm_params = layers * (4 * h * h + 2 * h * f)  # Q, K, V, O + FFN up / down
+    srt = sorted(lengths, reverse=True)
+    useful = sum(2 * mm_params * t + 4 * layers * t * t * h for t in srt) / len(srt)
+    padded = 0.0
+    for i in range(0, len(srt), batch_size):
+        b = srt[i : i + batch_size]
+        L = b[0]
+        padded += len(b) * (2 * mm_params * L + 4 * layers * L * L * h)
+    padded /= len(srt)
+    return {"matmul_params": mm_params, "mean_tokens": sum(lengths) / len(lengths),
+            "gflop_per_passage": useful / 1e9, "gflop_per_passage_padded": padded / 1e9}
+
+
+def throughput(args) -> dict:
+    import numpy as np
+    import torch
+
+    from unirag.data import wiki_passages
+    from unirag.models.encoder import Encoder
+
+    texts = [p.contents for p in wiki_passages()]
+    rng = np.random.default_rng(0)
+    sample = [texts[i] for i in rng.choice(len(texts), args.n, replace=False)]
+    encs = {d: Encoder.from_pretrained("all-minilm-l6-v2", dtype=d) for d in ("float32", "int8")}
+    tok = encs["float32"].tokenizer
+    ml = encs["float32"].max_length
+    t = time.perf_counter()
+    all_lens = [len(x) for x in tok(texts, truncation=True, max_length=ml)["input_ids"]]
+    tokenize_s = time.perf_counter() - t
+    lens = [len(x) for x in tok(sample, truncation=True, max_length=ml)["input_ids"]]
+    cfg = encs["float32"].model.config
+    corpus = encoder_flops(cfg, all_lens, args.batch_size)
+    sub = encoder_flops(cfg, lens, args.batch_size)
+    # agreement of the two paths on the sample
+    a, b = (encs[d].encode(sample[:128], batch_size=args.batch_size) for d in ("float32", "int8"))
+    cos = float(np.median((a * b).sum(1)))
+    combos = [(d, th) for th in args.threads for d in ("float32", "int8")]
+    times: dict = {c: [] for c in combos}
+    loads: dict = {c: [] for c in combos}
+    others: dict = {c: [] for c in combos}
+    for d, th in combos:  # warm-up
+        encs[d].encode(sample[: args.batch_size], batch_size=args.batch_size, threads=th)
+    for _ in range(args.rounds):
+        for d, th in combos:
+            loads[(d, th)].append(load1())
+            with Others() as o:
+                t = time.perf_counter()
+                encs[d].encode(sample, batch_size=args.batch_size, threads=th)
+                times[(d, th)].append(time.perf_counter() - t)
+            others[(d, th)].append(o.cores)
+    rows = []
+    for d, th in combos:
+        pps = args.n / statistics.median(times[(d, th)])
+        gflops = GFLOPS_PER_CORE if th == 1 else GFLOPS_TWO_CORES if th == 2 else GFLOPS_PER_CORE * th
+        limit = gflops / sub["gflop_per_passage"]
+        rows.append({"encoder": d, "threads": th, "passages_per_s": round(pps, 1),
+                     "fp32_limit_per_s": round(limit, 1), "of_limit": round(pps / limit, 2),
+                     "achieved_gflops": round(pps * sub["gflop_per_passage"], 1),
+                     "full_corpus_min": round(len(texts) / pps / 60, 1),
+                     "load1_median": round(statistics.median(loads[(d, th)]), 2),
+                     "other_procs_cores": round(statistics.median(others[(d, th)]), 2)})
+    return {"n": args.n, "batch_size": args.batch_size, "rounds": args.rounds, "torch": torch.__version__,
+            "corpus_passages": len(texts), "corpus_tokens": corpus, "sample_tokens": sub,
+            "tokenize_corpus_s": round(tokenize_s, 2), "median_cosine_fp32_int8": cos, "rows": rows}
+
+
+def _env(cache: str | None = None) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    if cache:
+        env["UNIRAG_CACHE"] = cache
+    return env
+
+
+def _timed(cmd: list[str], env: dict, stdout_only: bool = False) -> tuple[float, float, str]:
+    la = load1()
+    with Others() as o:
+        t = time.perf_counter()
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        dt = time.perf_counter() - t
+    _LAST["others"] = round(o.cores, 2)
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    return dt, la, r.stdout if stdout_only else r.stdout + r.stderr
+
+
+_LAST: dict = {}
+
+
+def convert(args) -> dict:
+    code = ("import time; t=time.perf_counter(); from unirag.models.registry import resolve_model; "
+            "resolve_model('smollm2-135m-instruct', progress=False); print(round(time.perf_counter()-t, 2))")
+    runs = []
+    for _ in range(args.convert_rounds):
+        with tempfile.TemporaryDirectory() as cache:
+            dt, la, text = _timed([sys.executable, "-c", code], _env(cache), stdout_only=True)
+            runs.append({"wall_s": round(dt, 1), "convert_s": float(text.strip().splitlines()[-1]), "load1": la,
+                         "other_procs_cores": _LAST["others"]})
+    return {"runs": runs, "median_wall_s": statistics.median(r["wall_s"] for r in runs)}
+
+
+def fresh_ask(args) -> dict:
+    with tempfile.TemporaryDirectory() as cache:
+        dt, la, text = _timed(["unirag", "ask", QUESTION, "--no-stream"], _env(cache))
+    answer = [ln for ln in text.splitlines() if ln.strip()]
+    return {"wall_s": round(dt, 1), "load1_before": la, "load1_after": load1(), "threads": "all (default)",
+            "other_procs_cores": _LAST["others"],
+            "tail": answer[-6:]}
+
+
+def warm(args) -> dict:
+    # the default index and generator must already be in the cache (run `unirag ask` once)
+    cmds = {"search": ["unirag", "search", QUESTION, "-k", "3"],
+            "ask": ["unirag", "ask", QUESTION, "--no-stream"],
+            "help": ["unirag", "--help"]}
+    out = {}
+    for name, cmd in cmds.items():
+        _timed(cmd, _env())  # page cache warm
+        runs = [(*_timed(cmd, _env())[:2], _LAST["others"]) for _ in range(args.warm_rounds)]
+        out[name] = {"median_s": round(statistics.median(r[0] for r in runs), 2),
+                     "runs_s": [round(r[0], 2) for r in runs], "load1": [r[1] for r in runs],
+                     "other_procs_cores": [r[2] for r in runs]}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=512, help="passages of the throughput sample")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--convert", action="store_true", help="time the GGUF conversion in an empty cache")
+    ap.add_argument("--convert-rounds", type=int, default=1)
+    ap.add_argument("--fresh-ask", action="store_true", help="time `unirag ask` with an empty UNIRAG_CACHE (minutes)")
+    ap.add_argument("--warm", action="store_true", help="time warm `unirag search` / `unirag ask`")
+    ap.add_argument("--warm-rounds", type=int, default=3)
+    ap.add_argument("--only", choices=["throughput", "convert", "fresh-ask", "warm"], default=None)
+    args = ap.parse_args()
+
+    steps = {"throughput": throughput, "convert": convert, "fresh-ask": fresh_ask, "warm": warm}
+    chosen = [args.only] if args.only else ["throughput"] + [s for s in ("convert", "fresh-ask", "warm")
+                                                              if getattr(args, s.replace("-", "_"))]
+    path = RESULTS / "first_answer.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    results["machine"] = {"cpus": os.cpu_count(), "affinity": len(os.sched_getaffinity(0))}
+    for step in chosen:
+        print(f"[{step}] load average {Path('/proc/loadavg').read_text().split()[:3]}", flush=True)
+        r = steps[step](args)
+        r["measured"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        results[step] = r
+        if step == "throughput":
+            s = r["sample_tokens"]
+            print(f"corpus: {r['corpus_passages']} passages, mean {r['corpus_tokens']['mean_tokens']:.1f} tokens; "
+                  f"sample of {r['n']}: mean {s['mean_tokens']:.1f} tokens, {s['gflop_per_passage']:.2f} GFLOP "
+                  f"per passage ({s['gflop_per_passage_padded']:.2f} with batch padding); median cosine "
+                  f"fp32 vs int8 {r['median_cosine_fp32_int8']:.4f}")
+            print(table(r["rows"], f"embedding {r['n']} passages, batch {r['batch_size']}, median of {r['rounds']}"))
+        else:
+            print(json.dumps(r, indent=2))
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

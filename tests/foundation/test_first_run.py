@@ -1,0 +1,133 @@
+"""First-run building blocks: the threads setting of an index build, the int8 encoder path recorded in
+the manifest (queries embedded by the same path), and the progress display / callback."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import PASSAGES
+from unirag.corpus.passage import Passage
+
+
+def _passages():
+    return [Passage(id=p["id"], title=p["title"], text=p["text"]) for p in PASSAGES]
+
+
+def test_threads_setting_honoured_and_restored(tmp_path, tiny_encoder_dir, monkeypatch):
+    import torch
+
+    from unirag.models.encoder import Encoder
+    from unirag.retrieval import build_index
+
+    seen = []
+    orig = Encoder.encode
+
+    def spy(self, *a, **kw):
+        seen.append(torch.get_num_threads())
+        return orig(self, *a, **kw)
+
+    monkeypatch.setattr(Encoder, "encode", spy)
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    build_index(_passages(), tmp_path / "ix", encoder=str(tiny_encoder_dir), bm25=False, progress=False, threads=want)
+    assert seen == [want]
+    assert torch.get_num_threads() == before
+    # HNSW builds hold FAISS (one OpenMP runtime with torch) to one thread while adding, not while embedding
+    seen.clear()
+    build_index(_passages(), tmp_path / "hnsw", encoder=str(tiny_encoder_dir), factory="HNSW8", bm25=False,
+                progress=False, threads=want)
+    assert seen == [want] and torch.get_num_threads() == before
+
+
+def test_threads_default_is_every_available_core(tmp_path, tiny_encoder_dir, monkeypatch):
+    import torch
+
+    from unirag.models.encoder import Encoder, cores_available
+    from unirag.retrieval import BuildConfig, build_index
+
+    seen = []
+    orig = Encoder.encode
+    monkeypatch.setattr(Encoder, "encode", lambda self, *a, **kw: (seen.append(torch.get_num_threads()),
+                                                                   orig(self, *a, **kw))[1])
+    build_index(_passages(), tmp_path / "ix", encoder=str(tiny_encoder_dir), bm25=False, progress=False)
+    build_index(_passages(), tmp_path / "ix2", encoder=str(tiny_encoder_dir), bm25=False, progress=False,
+                config=BuildConfig(threads=1))
+    assert seen == [cores_available(), 1]
+    with pytest.raises(Exception, match="threads"):
+        BuildConfig(threads=-1).validate()
+    with pytest.raises(Exception, match="encoder_dtype"):
+        BuildConfig(encoder_dtype="fp8").validate()
+
+
+def test_int8_recorded_in_manifest_and_queries_take_the_same_path(tmp_path, tiny_encoder_dir):
+    from unirag.index.folder import IndexFolder
+    from unirag.retrieval import build_index
+    from unirag.retrieval.dense import DenseRetriever
+
+    enc = str(tiny_encoder_dir)
+    fp = build_index(_passages(), tmp_path / "fp32", encoder=enc, bm25=False, progress=False)
+    q8 = build_index(_passages(), tmp_path / "int8", encoder=enc, bm25=False, progress=False, encoder_dtype="int8")
+    m8, m32 = IndexFolder(q8).read_manifest(), IndexFolder(fp).read_manifest()
+    assert m8.encoder == enc + "+int8" and m8.encoder_info["dtype"] == "int8"
+    assert m32.encoder == enc and m32.encoder_info["dtype"] == "float32"
+
+    r8, r32 = DenseRetriever.load(q8), DenseRetriever.load(fp)
+    assert r8.encoder.dtype == "int8" and r32.encoder.dtype == "float32"
+    rows = np.arange(len(PASSAGES))[:, None]
+    v8, v32 = r8.index.reconstruct(rows)[:, 0], r32.index.reconstruct(rows)[:, 0]
+    diff = np.abs(v8 - v32).max()
+    assert diff > 2e-5  # the int8 path gives other vectors (a tiny random model: close ones)
+    texts = [p.contents for p in _passages()]
+    # queries of the int8 index come from the int8 path: the passages' texts, embedded as one batch as
+    # at build time (int8 activations are scaled per batch), give their stored vectors
+    assert np.abs(r8.embed_queries(texts) - v8).max() < diff / 20
+    assert np.abs(r32.embed_queries(texts) - v32).max() < diff / 20
+    for i, p in enumerate(_passages()):
+        assert r8.search([p.contents], k=1).ids[0][0] == p.id
+    # the fp32 encoder is refused on the int8 index (named, with the fix)
+    from unirag.index.errors import IndexMismatchError
+
+    with pytest.raises(IndexMismatchError, match=r"\+int8"):
+        DenseRetriever.load(q8, encoder=enc)
+
+
+def test_progress_callback_and_plain_lines(tmp_path, tiny_encoder_dir):
+    from unirag.progress import Progress
+    from unirag.retrieval import build_index
+
+    calls = []
+    many = [Passage(id=f"{p.id}-{i}", title=p.title, text=p.text) for i in range(5) for p in _passages()]
+    build_index(many, tmp_path / "ix", encoder=str(tiny_encoder_dir), bm25=False, progress=False,
+                batch_size=4, on_progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (30, 30) and all(t == 30 for _, t in calls)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and len(calls) == 8  # ceil(30 / 4) batches
+
+    now = [0.0]
+    buf = io.StringIO()  # not a terminal: plain lines, at most every `every_s` seconds, and at the end
+    p = Progress(100, "embedding corpus", display="auto", stream=buf, every_s=10, clock=lambda: now[0])
+    for _ in range(10):
+        now[0] += 2.0
+        p.update(10)
+    p.close()
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == "embedding corpus: 50/100 passages (50%), 5.0 passages/s, 10s left"
+    assert lines[-1] == "embedding corpus: 100/100 passages (100%), 5.0 passages/s, took 20s"
+    assert len(lines) == 2
+
+
+def test_cli_build_threads_int8(tmp_path, tiny_encoder_dir):
+    from tests.foundation.test_cli import run
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(p) + "\n" for p in PASSAGES))
+    m = json.loads(run("index", "build", corpus, "--out", tmp_path / "ix", "--encoder", tiny_encoder_dir,
+                       "--int8", "--threads", "1", "--no-bm25", "--json").stdout)
+    assert m["encoder"].endswith("+int8") and m["encoder_info"]["dtype"] == "int8"
+    hits = json.loads(run("search", PASSAGES[0]["text"], "-k", "1", "--index", tmp_path / "ix", "--json").stdout)["hits"]
+    assert hits[0]["id"] == PASSAGES[0]["id"]
+    bad = run("index", "build", corpus, "--out", tmp_path / "ix2", "--threads", "-1", check=False)
+    assert bad.returncode == 2 and "--threads" in bad.stderr
