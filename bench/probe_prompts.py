@@ -58,6 +58,19 @@ CANDIDATES: dict[str, PromptStyle] = {
         "{passages}\n\nQuestion: {question}\n\nFind the passage that answers the question. Reply with its number in "
         "brackets, then the answer in a few words, like: [2] the answer. If no passage answers it, reply: " + ABSTAIN,
         first_line=True),
+    # qwen2 without a worked example: the example's answer ("Alexander Fleming [1]") was copied
+    # into answers of unrelated questions
+    "qwen2-form": PromptStyle(
+        "qwen2-form", "You are a helpful assistant.",
+        "Answer the question using only the numbered passages below.\n\n{passages}\n\n"
+        "Question: {question}\n\n"
+        "Reply with the short answer only (a name, date, number or short phrase), followed by the "
+        "number of the passage it comes from in brackets: <answer> [<passage number>]. If the passages "
+        "do not contain the answer, reply exactly: " + ABSTAIN, first_line=True),
+    "plain-form": PromptStyle(
+        "plain-form", "", "{passages}\n\nQuestion: {question}\nAnswer with a short phrase taken from the "
+        "passages, then the passage number in brackets: <answer> [<passage number>]. If no passage says it, "
+        "answer: " + ABSTAIN, first_line=True),
     "cite-first-q": PromptStyle(
         "cite-first-q", "You are a helpful assistant.",
         "Question: {question}\n\nPassages:\n{passages}\n\nQuestion: {question}\nReply with the number of the passage "
