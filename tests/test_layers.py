@@ -22,20 +22,21 @@ ROOT = "unirag"
 # Bottom to top.  ``engine`` is the engine protocol and the helpers the three engines share to build
 # answers; each engine package (pipeline, rag, onegen) implements the door's verbs.
 _BASE = {"config", "corpus", "data", "index", "models", "retrieval", "distributed", "sampling_params", "outputs",
-         "engine"}
+         "engine", "progress"}
 _APPS = _BASE | {"pipeline", "rag", "onegen"}
 ALLOWED: dict[str, set[str]] = {
     ROOT: set(),                                    # `import unirag` stays light: it imports nothing
     "config": set(),
+    "progress": set(),                              # progress display: imports nothing of unirag's
     "sampling_params": {"config", "corpus"},
     "outputs": {"config", "corpus"},
     "corpus": {"config"},
     "data": {"config", "corpus"},
     "index": {"config", "corpus"},
-    "models": {"config", "sampling_params"},
-    "retrieval": {"config", "corpus", "data", "index", "models",   # data: the default corpus's index
+    "models": {"config", "sampling_params", "progress"},
+    "retrieval": {"config", "corpus", "data", "index", "models", "progress",  # data: the default corpus's index
                   "distributed"},                  # build_index(ray=...), sharded folders behind load_retriever
-    "distributed": {"config", "corpus", "data", "index", "models", "retrieval"},  # Ray: beside retrieval
+    "distributed": {"config", "corpus", "data", "index", "models", "retrieval", "progress"},  # Ray: beside retrieval
     "engine": {"config", "corpus", "sampling_params", "outputs"},
     "pipeline": _BASE,
     "rag": _BASE,                                   # rag and onegen: not each other, not pipeline
