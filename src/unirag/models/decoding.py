@@ -312,37 +312,43 @@ class _Cache:
     def forward(self, fed: list[list[int]]) -> Any:
         """Feed every row its pending tokens; the last-layer hidden state at each row's last token.
 
-        When some rows prefill a passage while others decode one token, the two groups run as two
-        forwards on sub-caches (decoding rows do not pay for the passage width); their new columns
-        are merged back, the decoding rows' extra columns being masked holes."""
+        Rows that decode one token run as one batched forward; each row that prefills (a prompt,
+        a passage) runs as its own forward on its slice of the cache: prefill is compute-bound, so
+        one row at a time costs no more, while a padded batch of prompts would pay for the padding
+        and for attention over the widest one. The groups' new columns are merged back (a row's
+        columns past its own tokens are masked holes)."""
         import torch
         from transformers import DynamicCache
 
         long = [b for b, f in enumerate(fed) if len(f) > 1]
         short = [b for b, f in enumerate(fed) if len(f) == 1]
-        if not long or not short or len(self.cache.layers) == 0 or self.mask.shape[1] == 0:
+        groups = [[b] for b in long] + ([short] if short else [])
+        if len(groups) == 1:
             last, step = self._run(self.cache, self.mask, self.npos, fed)
         else:
             t = self.mask.shape[1]
-            width = max(len(fed[b]) for b in long)
+            width = max(len(f) for f in fed)
+            cached = self._cached()
             last, subs = None, []
-            for group in (long, short):
+            for group in groups:
                 sel = torch.tensor(group, device=self.dev)
                 sub = DynamicCache(ddp_cache_data=[(lay.keys[sel], lay.values[sel]) for lay in self.cache.layers],
-                                   config=self.decoder.config)
+                                   config=self.decoder.config) if cached else DynamicCache(config=self.decoder.config)
                 h, _ = self._run(sub, self.mask[group], self.npos[group], [fed[b] for b in group])
                 if last is None:
                     last = h.new_empty((len(fed), h.shape[-1]))
                 last[sel] = h
                 subs.append((sel, sub))
-            for i, lay in enumerate(self.cache.layers):
+            merged = []
+            for i in range(len(subs[0][1].layers)):
                 k0 = subs[0][1].layers[i].keys
                 shape = (len(fed), k0.shape[1], t + width, k0.shape[3])
                 keys, values = k0.new_zeros(shape), k0.new_zeros(shape)
                 for sel, sub in subs:
                     n = sub.layers[i].keys.shape[2]
                     keys[sel, :, :n], values[sel, :, :n] = sub.layers[i].keys, sub.layers[i].values
-                lay.keys, lay.values = keys, values
+                merged.append((keys, values))
+            self.cache = DynamicCache(ddp_cache_data=merged, config=self.decoder.config)
             step = torch.zeros((len(fed), width), dtype=torch.long)
             for b, f in enumerate(fed):
                 step[b, : len(f)] = 1
@@ -350,6 +356,10 @@ class _Cache:
         self.npos += torch.tensor([len(f) for f in fed])
         self.compact()
         return last
+
+    def _cached(self) -> bool:
+        """Whether the cache holds keys yet (not before the first forward, nor after every row ended)."""
+        return any(getattr(lay, "keys", None) is not None and lay.keys.numel() for lay in self.cache.layers)
 
     def compact(self, max_holes: float = 0.25) -> None:
         """Left-pack each row's real columns once holes exceed ``max_holes`` of the cache.
