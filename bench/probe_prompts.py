@@ -71,6 +71,17 @@ CANDIDATES: dict[str, PromptStyle] = {
         "plain-form", "", "{passages}\n\nQuestion: {question}\nAnswer with a short phrase taken from the "
         "passages, then the passage number in brackets: <answer> [<passage number>]. If no passage says it, "
         "answer: " + ABSTAIN, first_line=True),
+    # qwen2 with a worked example whose answer is no test question's (was "Alexander Fleming [1]")
+    "qwen2-curie": PromptStyle(
+        "qwen2-curie", "You are a helpful assistant.",
+        "Answer the question using only the numbered passages below.\n\n{passages}\n\n"
+        "Question: {question}\n\n"
+        "Reply with the short answer only (a name, date, number or short phrase), followed by the "
+        "number of the passage it comes from in brackets, like: Marie Curie [2]. If the passages "
+        "do not contain the answer, reply exactly: " + ABSTAIN, first_line=True),
+    "plain-abstain": PromptStyle(
+        "plain-abstain", "", "{passages}\n\nQuestion: {question}\nAnswer with a short phrase. If the passages do "
+        "not contain the answer, answer: " + ABSTAIN, first_line=True),
     "cite-first-q": PromptStyle(
         "cite-first-q", "You are a helpful assistant.",
         "Question: {question}\n\nPassages:\n{passages}\n\nQuestion: {question}\nReply with the number of the passage "

@@ -217,9 +217,18 @@ class PipelineEngine(BatchStreaming):
                 yield i, TextDelta(ev.text)
             elif isinstance(ev, DoneEvent):
                 ans = prepared[i][1]
+                style = style_for(self.generator, self.config.prompt_style)
                 ans.text = "".join(pieces[i]).strip()
-                ans.short = style_for(self.generator, self.config.prompt_style).short_answer(ans.text)
+                ans.short = style.short_answer(ans.text)
                 ans.ground()  # cited sources and abstention
+                if style.attribute and not ans.cited and not ans.abstained:
+                    found = style.attribution(ans.short, ans.sources)
+                    if found:  # the markers join the text (and the stream) as its last piece
+                        marks = " " + "".join(f"[{n}]" for n in found)
+                        yield i, TextDelta(marks)
+                        ans.text += marks
+                        ans.ground()
+                        ans.extra["citations"] = "attributed: the cited passages contain the answer"
                 ans.finish_reason = ev.output.finish_reason
                 ans.usage = Usage(len(ids[i]), len(ev.output.token_ids))
                 now = clock.total()
