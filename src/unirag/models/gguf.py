@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 
@@ -85,7 +87,7 @@ def convert_gguf(src_dir: Path, gguf_file: str, target: Path, progress: bool = T
     from unirag.models.quiet import quiet_loading
 
     try:
-        with quiet_loading():  # our status line, not transformers' raw bars
+        with quiet_loading(), _no_gguf_bar():  # our status line, not transformers' raw bars
             tok = AutoTokenizer.from_pretrained(str(src_dir), gguf_file=gguf_file)
             model = AutoModelForCausalLM.from_pretrained(str(src_dir), gguf_file=gguf_file, dtype=torch.float32)
         # transformers 5.x keeps a GGUF quantizer on the model that refuses to save; the weights are
@@ -114,3 +116,24 @@ def convert_gguf(src_dir: Path, gguf_file: str, target: Path, progress: bool = T
         if status is not None:
             status.stop()
     return target
+
+
+@contextlib.contextmanager
+def _no_gguf_bar() -> Iterator[None]:
+    """transformers' GGUF reader draws its own tqdm bar (not behind its progress-bar switch): off
+    while the block runs."""
+    import functools
+
+    try:
+        import transformers.modeling_gguf_pytorch_utils as reader
+    except ImportError:
+        yield
+        return
+    bar = getattr(reader, "tqdm", None)
+    if bar is not None:
+        reader.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        if bar is not None:
+            reader.tqdm = bar
