@@ -172,3 +172,24 @@ def test_questions_join_a_running_batch(rag):
         assert finals[i].question == q and finals[i].text == alone.text
         assert [s.id for s in finals[i].sources] == [s.id for s in alone.sources]
         assert finals[i].timings.total >= finals[i].timings.generation > 0
+
+
+def test_attributed_citations_join_the_text_and_the_stream(rag, monkeypatch):
+    """A style with ``attribute``: the passages holding the short answer are appended as markers,
+    as the stream's last piece too, and counted as cited."""
+    from unirag.pipeline import prompt
+
+    style = prompt.PromptStyle("attr-test", "", "{passages}\n\nQuestion: {question}\nAnswer:", attribute=True)
+    monkeypatch.setitem(prompt.STYLES, "attr-test", style)
+    monkeypatch.setattr(rag.engine.config, "prompt_style", "attr-test")
+    params = unirag.SamplingParams(max_new_tokens=4)
+    plain = rag.ask(QUESTIONS[0], params)
+    target = plain.sources[1].title  # a string only some passages contain
+    monkeypatch.setattr(prompt.PromptStyle, "short_answer", lambda self, text: target)
+    ans = rag.ask(QUESTIONS[0], params)
+    want = style.attribution(target, ans.sources)
+    marks = "".join(f"[{n}]" for n in want)
+    assert 2 in want and ans.text == (f"{plain.text} {marks}" if plain.text else marks)
+    assert ans.cited == want and "attributed" in ans.extra["citations"]
+    streamed = "".join(e.text for e in rag.stream(QUESTIONS[0], params) if isinstance(e, TextDelta))
+    assert streamed.strip() == ans.text

@@ -172,3 +172,33 @@ def test_grounding_reaches_the_answer_with_a_tiny_model(tmp_path, tiny_encoder_d
     assert ans.text == reply and ans.finish_reason == "stop"
     assert ans.abstained is abstained and ans.cited == cited
     assert ans.to_dict()["abstained"] is abstained and ans.to_dict()["cited"] == cited
+
+
+def test_bf16_default_only_where_the_cpu_has_it(tmp_path, monkeypatch):
+    from unirag.models import registry
+
+    native, avx2, other = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    native.write_text("processor : 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 fma\n")
+    avx2.write_text("processor : 0\nflags\t\t: fpu sse avx2 fma\n")
+    other.write_text("processor : 0\n")
+    assert registry.cpu_has_bf16(str(native)) and not registry.cpu_has_bf16(str(avx2))
+    assert not registry.cpu_has_bf16(str(other)) and registry.cpu_has_bf16(str(tmp_path / "missing"))
+    monkeypatch.setattr(registry, "cpu_has_bf16", lambda: False)
+    assert registry.default_dtype("qwen2.5-coder-0.5b-instruct") == "float32"
+    monkeypatch.setattr(registry, "cpu_has_bf16", lambda: True)
+    assert registry.default_dtype("qwen2.5-coder-0.5b-instruct") == "bfloat16"
+    assert registry.default_dtype("smollm2-135m-instruct") == "float32"
+
+
+def test_attribution_finds_the_passages_that_hold_the_answer():
+    from unirag.corpus import Passage
+    from unirag.pipeline.prompt import STYLES
+
+    ps = [Passage("a", "Penicillin was discovered in 1928 by Alexander Fleming.", "Penicillin"),
+          Passage("b", "Louis Pasteur worked on vaccines.", "Louis Pasteur"),
+          Passage("c", "A Scottish physician.", "Alexander  Fleming")]
+    style = STYLES["qwen2"]
+    assert style.attribute and "[1]" not in style.template
+    assert style.attribution("Alexander Fleming.", ps) == [1, 3]  # case, punctuation, spacing ignored
+    assert style.attribution("Pasteur", ps) == [2]
+    assert style.attribution("Marie Curie", ps) == [] and style.attribution("", ps) == []

@@ -157,9 +157,26 @@ def _convert_split(pkg: PackagedModel, target: Path, progress: bool) -> None:
 
 def default_dtype(name: str) -> str:
     """The dtype a generator named ``name`` loads in by default: the packaged model's
-    ``load_dtype`` (measured fastest on CPU), else ``float32``."""
+    ``load_dtype`` (measured fastest on CPU), else ``float32``. ``bfloat16`` only where the CPU
+    multiplies bfloat16 natively (AVX-512 BF16 or AMX): elsewhere it is emulated and slower than
+    float32, so the weights are widened to float32 at load."""
     pkg = PACKAGED.get(canonical_name(name))
-    return pkg.load_dtype if pkg is not None else "float32"
+    dtype = pkg.load_dtype if pkg is not None else "float32"
+    return "float32" if dtype == "bfloat16" and not cpu_has_bf16() else dtype
+
+
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU has native bfloat16 matrix arithmetic (``avx512_bf16`` or ``amx_bf16`` in
+    ``/proc/cpuinfo``); ``True`` where that file does not exist (not Linux: leave the choice to torch)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        return True
+    return False
 
 
 def licence_notice(name: str) -> Path | None:

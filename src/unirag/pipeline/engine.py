@@ -224,7 +224,7 @@ class PipelineEngine(BatchStreaming):
                 if style.attribute and not ans.cited and not ans.abstained:
                     found = style.attribution(ans.short, ans.sources)
                     if found:  # the markers join the text (and the stream) as its last piece
-                        marks = " " + "".join(f"[{n}]" for n in found)
+                        marks = (" " if ans.text else "") + "".join(f"[{n}]" for n in found)
                         yield i, TextDelta(marks)
                         ans.text += marks
                         ans.ground()
