@@ -35,6 +35,15 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def finish(gen):
+    """Run a generator to its end and return its return value (``run_hops``' prepared prompts)."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
 def recall(read: list[str], evidence: list[str]) -> float:
     return len(set(read) & set(evidence)) / len(set(evidence))
 
@@ -103,13 +112,7 @@ def recall_phase(args, report, eng, base, params, with_ev, budgets, save) -> Non
     per_q: list[dict] = []
     for s in range(0, len(with_ev), args.batch_size):
         chunk = with_ev[s : s + args.batch_size]
-        hopping = run_hops(eng, [it.question for it in chunk], [params] * len(chunk))
-        while True:
-            try:
-                next(hopping)
-            except StopIteration as stop:
-                prepared = stop.value
-                break
+        prepared = finish(run_hops(eng, [it.question for it in chunk], [params] * len(chunk)))
         for j, (it, (_, ans)) in enumerate(zip(chunk, prepared)):
             read = [src.id for src in ans.sources]
             per_q.append({"id": it.id, "question": it.question, "evidence": it.evidence, "read": read,
@@ -120,13 +123,7 @@ def recall_phase(args, report, eng, base, params, with_ev, budgets, save) -> Non
                           **{f"single_recall@{b}": recall(res.ids[s + j][:b], it.evidence) for b in budgets}})
         if s == 0 and len(budgets) > 1:  # the small budget as its own run reads the same passages
             eng.config = dataclasses.replace(base, hops=args.hops, k=args.k, max_passages=budgets[0])
-            hopping = run_hops(eng, [it.question for it in chunk], [params] * len(chunk))
-            while True:
-                try:
-                    next(hopping)
-                except StopIteration as stop:
-                    small = stop.value
-                    break
+            small = finish(run_hops(eng, [it.question for it in chunk], [params] * len(chunk)))
             same = all([x.id for x in a.sources] == p["read"][: budgets[0]]
                        for (_, a), p in zip(small, per_q[-len(chunk):]))
             report["small_budget_prefix_checked"] = same

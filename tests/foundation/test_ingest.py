@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import files
+
 pytest.importorskip("pypdf")
 pytest.importorskip("docx")
 pytest.importorskip("trafilatura")
@@ -76,18 +78,7 @@ PDF_PAGES = [("Introduction", "Lighthouses guide ships along rocky northern coas
 
 
 def write_pdf(path: Path, pages=PDF_PAGES) -> Path:
-    pdf = fpdf.FPDF()
-    pdf.set_title("Seabird report")
-    for head, body in pages:
-        pdf.add_page()
-        pdf.start_section(head)
-        pdf.set_font("helvetica", "B", 16)
-        pdf.cell(text=head)
-        pdf.ln(12)
-        pdf.set_font("helvetica", size=11)
-        pdf.multi_cell(0, 7, body)
-    pdf.output(str(path))
-    return path
+    return files.write_pdf(path, pages)
 
 
 def write_docx(path: Path) -> Path:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 import unirag
+from tests import files
 from tests.serve.conftest import KEY, live
 from unirag.serve import ServeConfig, create_app
 
@@ -24,19 +25,10 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 MAX_TOKENS = 60  # the tiny test encoder has 128 positions
 
 
-def pdf_bytes() -> bytes:
-    pdf = fpdf.FPDF()
-    pdf.set_title("Seabird report")
-    for head, body in (("Introduction", "Lighthouses guide ships along rocky northern coasts at night."),
-                       ("Results", "The puffin colony doubled between the two surveys of the archipelago.")):
-        pdf.add_page()
-        pdf.start_section(head)
-        pdf.set_font("helvetica", "B", 16)
-        pdf.cell(text=head)
-        pdf.ln(12)
-        pdf.set_font("helvetica", size=11)
-        pdf.multi_cell(0, 7, body)
-    return bytes(pdf.output())
+def pdf_bytes(tmp_path) -> bytes:
+    pages = [("Introduction", "Lighthouses guide ships along rocky northern coasts at night."),
+             ("Results", "The puffin colony doubled between the two surveys of the archipelago.")]
+    return files.write_pdf(tmp_path / "report.pdf", pages).read_bytes()
 
 
 def docx_bytes() -> bytes:
@@ -80,9 +72,9 @@ def is_error(r: httpx.Response, status: int, code: str) -> bool:
             and {"message", "type", "code"} <= set(body["error"]) and "Traceback" not in r.text)
 
 
-def test_upload_search_cite_list_and_delete(served):
+def test_upload_search_cite_list_and_delete(served, tmp_path):
     url, folder = served
-    pdf, word = pdf_bytes(), docx_bytes()
+    pdf, word = pdf_bytes(tmp_path), docx_bytes()
     docx_type = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
     files = [("files", ("report.pdf", pdf, "application/pdf")),
              ("files", ("orchard.docx", word, docx_type)),

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.stores._milvus_netns import pump as _pump  # the namespace script's relay, reused
+
 HERE = Path(__file__).resolve().parent
 MILVUS_BIN_CACHE = Path(tempfile.gettempdir()) / "unirag-milvus-2.3.5-bin"  # unpacked once (~15 s), reused
 
@@ -65,21 +67,6 @@ def pgvector_server() -> Iterator[RunningServer]:
         with contextlib.suppress(Exception):
             server.cleanup()
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _pump(a: socket.socket, b: socket.socket) -> None:
-    try:
-        while True:
-            data = a.recv(1 << 16)
-            if not data:
-                break
-            b.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (a, b):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
 
 
 class _LoopbackRelay:

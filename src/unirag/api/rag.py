@@ -263,6 +263,26 @@ class RAG:
 
         return self._ingest(sync_folder, folder, **options)
 
+    def remove_files(self, ids: str | Iterable[str]) -> Any:
+        """Remove documents from the engine's index folder by document id, source path, folder
+        prefix (``notes/``) or passage id (see :func:`unirag.retrieval.ingest.delete_documents`):
+        their passages leave the dense index, BM25 and the doc store; the next search sees the new
+        version. Returns the :class:`IngestResult`."""
+        from unirag.retrieval.ingest import delete_documents
+
+        batch = [ids] if isinstance(ids, str) else [str(i) for i in ids]
+        return self._ingest(lambda index, arg, encoder: delete_documents(index, arg, encoder=encoder), batch)
+
+    def documents(self) -> list[dict[str, Any]]:
+        """Every document of the engine's index folder with its status, reason, passage count and
+        hash (``unirag index docs``; :func:`unirag.retrieval.ingest.list_documents`)."""
+        from unirag.retrieval.ingest import list_documents
+
+        index = self.info().get("index") or ""
+        if not index:
+            raise ConfigError(f"engine {self.engine.name!r} has no index folder")
+        return list_documents(index)
+
     def _ingest(self, fn: Any, arg: Any, **options: Any) -> Any:
         eng = self._updatable()
         index = self.info().get("index") or ""

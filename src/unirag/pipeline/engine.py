@@ -207,6 +207,7 @@ class PipelineEngine(BatchStreaming):
             events = self.generator.decoder().stream(ids, per, cancelled, admit_rows if admit is not None else None)
         from unirag.models.decoding import DoneEvent, TextEvent
 
+        style = style_for(self.generator, self.config.prompt_style)
         for ev in events:
             while joined:
                 yield joined.pop(0)
@@ -217,7 +218,6 @@ class PipelineEngine(BatchStreaming):
                 yield i, TextDelta(ev.text)
             elif isinstance(ev, DoneEvent):
                 ans = prepared[i][1]
-                style = style_for(self.generator, self.config.prompt_style)
                 ans.text = "".join(pieces[i]).strip()
                 ans.short = style.short_answer(ans.text)
                 ans.ground()  # cited sources and abstention

@@ -421,18 +421,18 @@ def create_app(rags: Union[Rags, Loader, None] = None, config: ServeConfig | Non
             raise APIError(422, "no served engine has an index to update", "no_index", "documents")
         return out
 
-    def ingest_documents(apply: Callable[[str, Any], Any], writer_reopens: bool) -> dict[str, Any]:
-        """Run one ingest operation (``apply(folder, rag)`` -> an ``IngestResult``) on every served
-        index folder once, under the swap lock; the engines reading a folder that was written
-        re-open it (the new version is installed by one assignment: a search sees the old version
-        or the new one), except the writing one when ``writer_reopens`` (``RAG.add_files`` does).
-        Returns the per-engine reports (``IngestResult.to_dict()`` without the server's paths)."""
+    def ingest_documents(apply: Callable[[Any], Any]) -> dict[str, Any]:
+        """Run one ingest operation (``apply(rag)`` -> an ``IngestResult``; the RAG writes its index
+        folder and re-opens it) on every served index folder once, under the swap lock; the other
+        engines reading a folder that was written re-open it too (the new version is installed by one
+        assignment: a search sees the old version or the new one). Returns the per-engine reports
+        (``IngestResult.to_dict()`` without the server's paths)."""
         reports: dict[str, dict] = {}
         with state.swap_lock:
             for folder, names in folders().items():
-                res = apply(folder, state.rags[names[0]])
+                res = apply(state.rags[names[0]])
                 for i, name in enumerate(names):
-                    if res.written and (i > 0 or not writer_reopens):
+                    if res.written and i > 0:
                         state.rags[name].swap_index(folder)
                     reports[name] = _ingest_report(res)
         return {"ok": all(r["ok"] for r in reports.values()), "engines": reports}
@@ -473,20 +473,19 @@ def create_app(rags: Union[Rags, Loader, None] = None, config: ServeConfig | Non
                     path.write_bytes(await u.read())
                     paths.append(path)
 
-                def apply(folder: str, rag: Any) -> Any:
+                def apply(rag: Any) -> Any:
                     return rag.add_files(paths, root=root, record_paths=False)
 
-                return await run_in_threadpool(_ingest_errors, ingest_documents, apply, True)
+                return await run_in_threadpool(_ingest_errors, ingest_documents, apply)
         finally:
             await form.close()
 
     @app.get("/documents")
     def get_documents(engine: Union[str, None] = None, status: Union[str, None] = None) -> dict:
-        from unirag.retrieval.ingest import list_documents
-
         name = state.retrieval_engine(engine)
-        folder = str(state.rags[name].info().get("index"))
-        docs = list_documents(folder)
+        rag = state.rags[name]
+        folder = str(rag.info().get("index"))
+        docs = rag.documents()
         if status is not None:
             docs = [d for d in docs if d["status"] == status]
         return {"engine": name, "index": folder, "count": len(docs),
@@ -494,12 +493,7 @@ def create_app(rags: Union[Rags, Loader, None] = None, config: ServeConfig | Non
 
     @app.delete("/documents/{doc_id:path}")
     def delete_document(doc_id: str) -> dict:
-        from unirag.retrieval.ingest import delete_documents
-
-        def apply(folder: str, rag: Any) -> Any:
-            return delete_documents(folder, [doc_id])
-
-        return _ingest_errors(ingest_documents, apply, False)
+        return _ingest_errors(ingest_documents, lambda rag: rag.remove_files([doc_id]))
 
     @app.get("/info")
     def info() -> dict:
