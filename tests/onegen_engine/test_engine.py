@@ -81,6 +81,34 @@ def test_batched_equals_one_by_one(tiny_onegen, tiny_index):
         assert single.sources == batch[i].sources
 
 
+def test_passages_retrieved_at_one_step_prefill_in_one_forward(tiny_onegen, tiny_index):
+    """Rows retrieving at the same step prefill their passages together (one forward of several
+    rows, several tokens each; ``group_prefill=10`` so that the tiny index's passages of unequal
+    lengths group), with the tokens and sources of each row decoded alone and of the row-by-row
+    prefill."""
+    from unirag.models.decoding import split_lm
+
+    params = SamplingParams(max_new_tokens=10, force_query_at=(0, 4), max_retrievals=2, k=1)
+    decoder, _ = split_lm(tiny_onegen.lm)
+    shapes = []
+    hook = decoder.register_forward_hook(lambda m, a, kw, out: shapes.append(tuple(kw["input_ids"].shape)),
+                                         with_kwargs=True)
+    try:
+        grouped = Decoder(tiny_onegen, tiny_index, group_prefill=10).generate(PROMPTS, params)
+        seen, shapes[:] = list(shapes), []
+        apart = Decoder(tiny_onegen, tiny_index, group_prefill=0).generate(PROMPTS, params)
+        seen_apart = list(shapes)
+    finally:
+        hook.remove()
+    assert any(b == len(PROMPTS) and t > 1 for b, t in seen[1:]), seen       # one passage forward for all rows
+    assert all(b == 1 for b, t in seen_apart if t > 1), seen_apart           # each prefill alone
+    assert len(seen) < len(seen_apart)
+    for i, p in enumerate(PROMPTS):
+        single = Decoder(tiny_onegen, tiny_index).generate(p, params)[0]
+        assert grouped[i].token_ids == apart[i].token_ids == single.token_ids
+        assert grouped[i].sources == apart[i].sources == single.sources
+
+
 def test_rows_admitted_into_a_running_batch_equal_one_by_one(tiny_onegen, tiny_index):
     """Continuous batching: prompts that join at steps 2 and 5 (prefilling while the first row
     decodes, then retrieving at their own steps) give the tokens and sources of single decoding."""

@@ -161,3 +161,64 @@ def test_cli_eval_linking(eager_linker_dir, tmp_path, monkeypatch):
     assert (report["n_docs"], report["n_gold"], report["n_pred"]) == (2, 4, 3)
     assert report["precision"] == pytest.approx(200 / 3) and report["recall"] == pytest.approx(50.0)
     assert report["f1"] == pytest.approx(400 / 7) and report["disambiguation_accuracy"] == pytest.approx(200 / 3)
+
+
+def test_best_threshold_on_the_hand_worked_case():
+    from unirag.onegen.linking import best_threshold, keep_above
+
+    # dropping Alien (0.4, wrong entity) keeps Paris and Nile: P = 1, R = 2/4, F1 = 2/3; a threshold
+    # of 0.9 would keep Paris alone (F1 = 0.4)
+    t, f1 = best_threshold(HAND_PRED, HAND_GOLD)
+    assert t == pytest.approx(0.8) and f1 == pytest.approx(200 / 3)
+    assert [len(d) for d in (keep_above(HAND_PRED[0], t), keep_above(HAND_PRED[1], t))] == [1, 1]
+    assert keep_above(HAND_PRED[0], None) == HAND_PRED[0]
+    assert best_threshold([[LinkedSpan(0, 5, "Paris", "Paris", 0.2)]], [[Mention(0, 5, "Paris", "Paris")]]) == (
+        None, pytest.approx(100.0))
+
+
+def test_tuned_threshold_is_saved_and_used_without_changing_the_model_fingerprint(eager_linker_dir, tmp_path,
+                                                                                  monkeypatch):
+    """``eval linking --tune`` fits the threshold on development documents (the linker's answer fixed
+    to the hand-worked case), saves it into the model folder and reports held-out figures with and
+    without it; the model's index name (fingerprint) does not change, so its indexes are kept."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    import unirag.onegen.linking as L
+    from unirag.cli.app import app
+    from unirag.onegen.docindex import model_fingerprint
+
+    model = tmp_path / "model"
+    shutil.copytree(eager_linker_dir, model)
+    before = model_fingerprint(model)
+    texts = ["Paris and Rome and Alien.", "Nile."]
+    monkeypatch.setattr(L, "heldout_linking_docs", lambda limit=None: list(zip(texts, HAND_GOLD))[:limit])
+    asked = {}
+
+    def dev(exclude, limit=120, seed=0):
+        asked["exclude"] = exclude
+        return list(zip(texts, HAND_GOLD))
+
+    monkeypatch.setattr(L, "dev_linking_docs", dev)
+    monkeypatch.setattr(L.EntityLinker, "link", lambda self, docs, batch_size=8: HAND_PRED)
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"id": "el:Paris"}) + "\n" + json.dumps({"id": "q1#0"}) + "\n")
+    kb = tmp_path / "kb.jsonl"
+    kb.write_text("".join(json.dumps({"id": t, "title": t, "text": f"About {t}."}) + "\n" for t in TITLES))
+    runner = CliRunner()
+    assert runner.invoke(app, ["index", "onegen", str(tmp_path / "kb"), "--corpus", str(kb),
+                               "--model", str(model)]).exit_code == 0
+    args = ["eval", "linking", "--model", str(model), "--index", str(tmp_path / "kb"), "--json"]
+    res = runner.invoke(app, [*args, "--tune", "--train-file", str(train)])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert asked["exclude"] == {"el:Paris", "q1#0"}
+    assert report["tuned"]["threshold"] == pytest.approx(0.8) and report["threshold"] == pytest.approx(0.8)
+    assert report["f1"] == pytest.approx(200 / 3) and report["without_threshold"]["f1"] == pytest.approx(400 / 7)
+    assert L.read_threshold(model) == pytest.approx(0.8)
+    assert model_fingerprint(model) == before
+    res = runner.invoke(app, args)     # later runs use the saved threshold
+    assert json.loads(res.stdout)["f1"] == pytest.approx(200 / 3)
+    res = runner.invoke(app, [*args, "--tune", "--train-file", str(tmp_path / "missing.jsonl")])
+    assert res.exit_code == 2 and "--train-file" in res.output

@@ -10,8 +10,9 @@ import typer
 app = typer.Typer(
     name="unirag",
     help="Retrieval-augmented generation, offline: classic RAG (Lewis et al. 2020) and OneGen "
-    "(one model retrieves and generates). Defaults: SmolLM2-135M-Instruct, all-MiniLM-L6-v2 and "
-    "10,033 Wikipedia summaries, all installed as packages; no network needed.",
+    "(one model retrieves and generates). Defaults: the Qwen2.5-Coder-0.5B-Instruct reader "
+    "(SmolLM2-135M-Instruct: the small one and OneGen's backbone), all-MiniLM-L6-v2 and 10,033 "
+    "Wikipedia summaries, all installed as packages; no network needed.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

@@ -48,21 +48,47 @@ def eval_linking(
     model: Optional[str] = ModelOpt,
     index: Optional[Path] = typer.Option(None, "--index", help="Entity index folder (default: built once)."),
     batch_size: int = typer.Option(8, help="Documents decoded together."),
+    threshold: Optional[float] = typer.Option(None, help="NIL threshold: drop mentions whose best entity scores "
+                                              "below it (default: the one tuned into the model folder, if any)."),
+    tune: bool = typer.Option(False, "--tune", help="First fit the NIL threshold on development documents "
+                              "(training-split documents absent from --train-file) and save it into the "
+                              "model folder (linking.json)."),
+    train_file: Path = typer.Option(Path("runs/onegen/data/train.jsonl"), help="With --tune: the model's "
+                                    "training file, whose linking documents the development set leaves out."),
+    dev_docs: int = typer.Option(120, min=1, help="With --tune: development documents."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Micro precision / recall / F1 and disambiguation accuracy on held-out Wikipedia summaries."""
-    from unirag.onegen.linking import heldout_linking_docs, linking_scores
+    """Micro precision / recall / F1 and disambiguation accuracy on held-out Wikipedia summaries,
+    with and without the NIL threshold."""
+    from unirag.onegen.linking import (best_threshold, dev_linking_docs, heldout_linking_docs, keep_above,
+                                       linking_scores, load_linker, read_threshold, write_threshold)
 
-    from unirag.onegen.linking import load_linker
+    if tune and not train_file.is_file():
+        raise typer.BadParameter(f"{train_file}: no such training file", param_hint="--train-file")
+    linker, folder = load_linker(model, index, progress=not as_json, threshold=None)
+    report: dict = {"model": str(folder)}
+    if tune:
+        from unirag.corpus.jsonl import iter_jsonl
 
-    linker, folder = load_linker(model, index, progress=not as_json)
+        seen = {row.get("id", "") for _, row in iter_jsonl(train_file)}
+        dev = dev_linking_docs(seen, dev_docs)
+        dev_pred = linker.link([t for t, _ in dev], batch_size=batch_size)
+        t, f1 = best_threshold(dev_pred, [g for _, g in dev])
+        without = linking_scores(dev_pred, [g for _, g in dev])["f1"]
+        write_threshold(folder, t, dev_docs=len(dev), dev_f1=f1, dev_f1_without_threshold=without)
+        report["tuned"] = {"threshold": t, "dev_docs": len(dev), "dev_f1": f1, "dev_f1_without_threshold": without}
+    t = threshold if threshold is not None else read_threshold(folder)
     docs = heldout_linking_docs(limit)
-    pred = linker.link([t for t, _ in docs], batch_size=batch_size)
-    report = {"model": str(folder), **linking_scores(pred, [g for _, g in docs])}
+    gold = [g for _, g in docs]
+    pred = linker.link([t_ for t_, _ in docs], batch_size=batch_size)   # every mention, then the threshold
+    report |= {"threshold": t, **linking_scores([keep_above(p, t) for p in pred], gold),
+               "without_threshold": linking_scores(pred, gold)}
     if as_json:
         print_json(report)
         return
     for key, val in report.items():
+        if isinstance(val, dict):
+            val = ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in val.items())
         out.print(f"{key:>24}: {val:.1f}" if isinstance(val, float) else f"{key:>24}: {val}", highlight=False)
 
 

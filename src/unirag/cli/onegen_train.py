@@ -51,20 +51,33 @@ def onegen_data_cmd(
     source: str = typer.Option("packaged", help="'packaged' (FanOutQA x Wikipedia + Wikidata descriptions), "
                                "'hotpotqa', '2wiki' or 'selfrag'."),
     input: Path = typer.Option(None, help="Input file for hotpotqa / 2wiki / selfrag (JSON array or JSONL)."),
-    descriptions: int = typer.Option(400, help="packaged: number of single-hop description examples."),
-    passage_words: int = typer.Option(32, help="packaged: words of each inserted passage."),
-    max_leaves: int = typer.Option(2, help="packaged: FanOutQA sub-questions per example."),
+    descriptions: int = typer.Option(150, help="packaged: single-hop examples from Wikidata descriptions "
+                                     "(they end with the passage title)."),
+    passage_words: int = typer.Option(None, help="packaged: words of each inserted passage (default: the "
+                                      "model config's passage_words, 48, which inference uses too)."),
+    max_hops: int = typer.Option(4, "--max-hops", "--max-leaves", help="packaged: FanOutQA sub-questions per multi-hop example."),
+    fill_hops: bool = typer.Option(True, help="packaged: fill multi-hop examples with sub-questions whose page is "
+                                   "outside the corpus (BM25 passage inserted, LM loss only)."),
     negatives: int = typer.Option(3, help="BM25 hard negatives per retrieval."),
-    linking: int = typer.Option(0, help="packaged: entity-linking training documents mixed in (0 = none)."),
-    leaves: bool = typer.Option(False, help="packaged: add single-hop examples from the FanOutQA sub-questions."),
+    linking: int = typer.Option(1000, help="packaged: entity-linking training documents mixed in (0 = none)."),
+    leaves: bool = typer.Option(True, help="packaged: add single-hop examples from the FanOutQA sub-questions."),
+    preset: str = typer.Option("", help="packaged: 'first-release' rebuilds the data of the first packaged "
+                               "adapter (32-word passages, 2 hops, 400 descriptions, 500 linking documents); "
+                               "the other packaged options are then ignored."),
 ) -> None:
     """Build OneGen training data in the documented JSONL schema (docs/onegen.md)."""
     if source == "packaged":
-        from unirag.onegen.datasets import build_onegen_data
+        from unirag.onegen.datasets import FIRST_RELEASE_DATA, OneGenDataConfig, build_onegen_data
 
-        counts = build_onegen_data(out, n_descriptions=descriptions, passage_words=passage_words,
-                                   max_leaves=max_leaves, negatives=negatives, linking=linking,
-                                   leaves=leaves)
+        if preset not in ("", "first-release"):
+            raise typer.BadParameter(f"unknown preset {preset!r} (first-release)", param_hint="--preset")
+        try:
+            data = FIRST_RELEASE_DATA if preset else OneGenDataConfig(
+                passage_words=passage_words, descriptions=descriptions, leaves=leaves, max_hops=max_hops,
+                fill_hops=fill_hops, linking=linking, negatives=negatives)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        counts = build_onegen_data(out, data)
     elif source in ("hotpotqa", "2wiki", "selfrag"):
         if input is None:
             raise typer.BadParameter(f"--input is required for --source {source}")

@@ -192,7 +192,8 @@ Admit = Callable[[], Sequence[tuple[list[int], SamplingParams]]]
 
 def decode(model: EngineModel, index: Any, prompts: Sequence[list[int]],
            params: SamplingParams | Sequence[SamplingParams],
-           cancelled: Callable[[int], bool] | None = None, admit: Admit | None = None) -> Iterator[Event]:
+           cancelled: Callable[[int], bool] | None = None, admit: Admit | None = None,
+           group_prefill: float = 1.5) -> Iterator[Event]:
     """The loop: decode ``prompts`` (token ids) together, retrieving from ``index`` (a dense
     retriever with ``search_vectors(vectors, k, exclude=...)`` and ``store``, or ``None``) at every
     query token; ``params``
@@ -200,8 +201,10 @@ def decode(model: EngineModel, index: Any, prompts: Sequence[list[int]],
     step, ends row ``i`` there (finish reason ``cancelled``; the other rows go on). ``admit()``,
     asked before every step, returns new ``(prompt ids, params)`` rows that join the running batch
     (continuous batching: their prompts prefill while the other rows decode); they are numbered on
-    after the rows before them. Yields :class:`TextEvent`, :class:`RetrievalEvent` and
-    :class:`DoneEvent`."""
+    after the rows before them. Rows that prefill at the same step (passages, new prompts) whose
+    lengths are within a factor ``group_prefill`` of each other run as one forward (``0``: each
+    prefilling row alone).
+    Yields :class:`TextEvent`, :class:`RetrievalEvent` and :class:`DoneEvent`."""
     import torch
 
     decoder, head = split_lm(model.lm)
@@ -214,7 +217,7 @@ def decode(model: EngineModel, index: Any, prompts: Sequence[list[int]],
     rows = [_Row(i, list(p), q) for i, (p, q) in enumerate(zip(prompts, per_row))]
     if any(not r.pending for r in rows):
         raise ValueError("empty prompt")
-    state = _Cache(decoder, tok.pad_token_id if tok.pad_token_id is not None else 0, len(rows))
+    state = _Cache(decoder, tok.pad_token_id if tok.pad_token_id is not None else 0, len(rows), group_prefill)
     active = list(rows)  # rows still in the cache, in cache order
     passage_tokens: PassageCache = {}
     with torch.inference_mode():
@@ -268,11 +271,11 @@ def decode(model: EngineModel, index: Any, prompts: Sequence[list[int]],
 class _Cache:
     """The batch's KV cache, its 2-D attention mask (holes = 0) and each row's next position."""
 
-    def __init__(self, decoder: Any, pad: int, n: int):
+    def __init__(self, decoder: Any, pad: int, n: int, group_prefill: float = 1.5):
         import torch
         from transformers import DynamicCache
 
-        self.decoder, self.pad = decoder, pad
+        self.decoder, self.pad, self.group_prefill = decoder, pad, group_prefill
         self.dev = next(decoder.parameters()).device
         self.cache = DynamicCache(config=decoder.config)
         self.mask = torch.zeros((n, 0), dtype=torch.long)
@@ -312,17 +315,23 @@ class _Cache:
     def forward(self, fed: list[list[int]]) -> Any:
         """Feed every row its pending tokens; the last-layer hidden state at each row's last token.
 
-        Rows that decode one token run as one batched forward; each row that prefills (a prompt,
-        a passage) runs as its own forward on its slice of the cache: prefill is compute-bound, so
-        one row at a time costs no more, while a padded batch of prompts would pay for the padding
-        and for attention over the widest one. The groups' new columns are merged back (a row's
-        columns past its own tokens are masked holes)."""
+        Rows that decode one token run as one batched forward. Rows that prefill (a prompt, a
+        passage) run on their slice of the cache, grouped by length: rows within a factor
+        ``group_prefill`` of the shortest in their group share one forward (passages cut to the
+        same words retrieved at one step do), so the weights are read once for all of them, while
+        rows of very different lengths run apart rather than pay for padding to the widest. The
+        groups' new columns are merged back (a row's columns past its own tokens are masked holes)."""
         import torch
         from transformers import DynamicCache
 
-        long = [b for b, f in enumerate(fed) if len(f) > 1]
         short = [b for b, f in enumerate(fed) if len(f) == 1]
-        groups = [[b] for b in long] + ([short] if short else [])
+        groups: list[list[int]] = []
+        for b in sorted((b for b, f in enumerate(fed) if len(f) > 1), key=lambda b: len(fed[b])):
+            if groups and len(fed[b]) <= self.group_prefill * len(fed[groups[-1][0]]):
+                groups[-1].append(b)
+            else:
+                groups.append([b])
+        groups += [short] if short else []
         if len(groups) == 1:
             last, step = self._run(self.cache, self.mask, self.npos, fed)
         else:
@@ -435,7 +444,9 @@ def _wants_retrieval(r: _Row, fed: list[int], model: EngineModel, index: Any) ->
 
 def _retrieve(r: _Row, qvec: np.ndarray, index: Any, model: EngineModel, cache: PassageCache, position: int,
               ) -> RetrievalEvent:
-    """Search, skip passages already in the row, queue the passage tokens for prefill."""
+    """Search, skip passages already in the row, queue the passage tokens for prefill. One search per
+    row: FAISS may order exactly tied scores differently in a many-query search, and a row must get
+    the passages it would get alone."""
     params = r.params
     k = 1 if params.k is None else params.k
     res = index.search_vectors(qvec[None, :], max(params.candidates, k, 1), exclude=[r.inserted])
@@ -547,11 +558,13 @@ def _drop_columns(cache: Any, live: Any) -> None:
 # --- wrapper -------------------------------------------------------------------------------------
 class Decoder:
     """``generate(prompts, params)`` / ``stream(prompts, params)`` over one causal LM and, for
-    OneGen, a document retriever searched at the query token (``None``: plain generation)."""
+    OneGen, a document retriever searched at the query token (``None``: plain generation);
+    ``group_prefill`` as in :func:`decode`."""
 
-    def __init__(self, model: Any, index: Any = None):
+    def __init__(self, model: Any, index: Any = None, group_prefill: float = 1.5):
         self.model = EngineModel.wrap(model)
         self.index = index
+        self.group_prefill = group_prefill
 
     def encode(self, prompts: PromptLike | Sequence[PromptLike]) -> list[list[int]]:
         """Token ids of each prompt (strings are tokenized with the tokenizer's special tokens)."""
@@ -566,7 +579,7 @@ class Decoder:
         """Events as they happen: text pieces, retrievals, finished rows (see :func:`decode`;
         ``admit`` adds rows to the running batch)."""
         yield from decode(self.model, self.index, self.encode(prompts), params or SamplingParams(), cancelled,
-                          admit)
+                          admit, self.group_prefill)
 
     def generate(self, prompts: PromptLike | Sequence[PromptLike], params: SamplingParams | None = None,
                  ) -> list[Output]:

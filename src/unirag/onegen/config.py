@@ -53,7 +53,9 @@ class OneGenConfig(ConfigBase):
     ``temperature``). ``normalize``: ``vector`` L2-normalises each retrieval vector (correct);
     ``sequence`` reproduces the public reference code, which normalises hidden states over the
     sequence axis before picking positions (training then disagrees with inference).
-    Total loss = ``lambda_lm * LM + lambda_r * contrastive``.
+    Total loss = ``lambda_lm * LM + lambda_r * contrastive``. ``max_doc_tokens`` cuts a document
+    before it is embedded; ``passage_words`` cuts a passage inserted after a query token, the same
+    in the training data and at inference.
     """
 
     base_model: str = "smollm2-135m-instruct"
@@ -66,6 +68,7 @@ class OneGenConfig(ConfigBase):
     lambda_r: float = 1.0
     normalize: Literal["vector", "sequence"] = "vector"
     max_doc_tokens: int = 96
+    passage_words: int = 48
     system_prompt: str = ""
 
     def __post_init__(self) -> None:

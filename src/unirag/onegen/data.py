@@ -9,7 +9,7 @@ One example per line::
      "retrievals": [{"positives": ["Alien (film)"], "negatives": ["Aliens (film)"]}]}
 
 ``retrievals[i]`` belongs to the i-th retrieval token (query ``[RQ]`` or mention ``[RM]``) in the
-assistant messages, in order: ``positives`` (one or more document ids, required) and
+assistant messages, in order: ``positives`` (document ids, required; an empty list trains the token by the LM loss alone) and
 ``negatives`` (hard-negative ids, optional). Document ids refer to a document store: a corpus
 JSONL (``{"id", "text", "title"?}`` per line), TSV, a ``DocStore`` folder or an index folder.
 Text between ``passage_start`` and ``passage_end`` markers is inserted context (no loss).
@@ -113,8 +113,8 @@ def parse_example(row: Any, config: OneGenConfig, docs: Mapping[str, Any] | None
         if bad:
             raise fail(f"retrievals[{i}].{bad[0]}", "unknown field")
         pos, neg = r.get("positives"), r.get("negatives", [])
-        if not isinstance(pos, list) or not pos:
-            raise fail(f"retrievals[{i}].positives", "required: a non-empty list of document ids")
+        if not isinstance(pos, list):
+            raise fail(f"retrievals[{i}].positives", "required: a list of document ids (empty: LM loss only)")
         if not isinstance(neg, list):
             raise fail(f"retrievals[{i}].negatives", "must be a list of document ids")
         for name, ids in (("positives", pos), ("negatives", neg)):

@@ -175,8 +175,13 @@ def resolve_onegen_dir(model: str | os.PathLike | None = None) -> Path:
                              "`unirag train onegen` or pass --model FOLDER")
 
 
+# Files of a model folder that describe the model without changing a vector it computes.
+DESCRIPTIVE_FILES = frozenset({"train_summary.json", "linking.json"})
+
+
 def model_fingerprint(model_dir: str | os.PathLike) -> str:
-    """A short SHA-256 over a model folder's weight and config files (identifies a trained model)."""
+    """A short SHA-256 over a model folder's weight and config files (identifies a trained model;
+    :data:`DESCRIPTIVE_FILES` do not count, so a tuned linking threshold keeps its indexes)."""
     import hashlib
 
     from unirag.config.fs import sha256_file
@@ -184,6 +189,8 @@ def model_fingerprint(model_dir: str | os.PathLike) -> str:
     folder = Path(model_dir)
     h = hashlib.sha256()
     for f in sorted(folder.glob("*")):
+        if f.name in DESCRIPTIVE_FILES:
+            continue
         if f.is_file() and f.suffix in (".safetensors", ".json", ".bin"):
             h.update(f.name.encode() + sha256_file(f).encode())
     return h.hexdigest()[:12]

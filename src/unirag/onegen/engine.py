@@ -14,13 +14,14 @@ from unirag.outputs import Answer, Event, Finished, RetrievalEvent, TextDelta, T
     extract_answer
 from unirag.sampling_params import SamplingParams
 
-PASSAGE_WORDS = 48  # inserted passages are cut like the training data (unirag.onegen.datasets)
+PASSAGE_WORDS = 48  # a model config without ``passage_words`` (inserted passages are cut like its training data)
 
 
 class OneGenEngine(BatchStreaming):
     """OneGen QA over a OneGen model and its own document index (a dense retriever whose
     embedding function is the model). ``k`` defaults to 1 passage per query token and passages
-    are cut to :data:`PASSAGE_WORDS` words unless the params say otherwise."""
+    are cut to the model config's ``passage_words`` (as in its training data) unless the params say
+    otherwise."""
 
     name = "onegen"
 
@@ -77,7 +78,7 @@ class OneGenEngine(BatchStreaming):
         if params.k is None:
             changes["k"] = 1
         if params.max_passage_words is None:
-            changes["max_passage_words"] = PASSAGE_WORDS
+            changes["max_passage_words"] = getattr(getattr(self.model, "config", None), "passage_words", PASSAGE_WORDS)
         return params.with_(**changes) if changes else params
 
     def _decoder(self) -> Any:

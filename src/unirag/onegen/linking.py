@@ -29,11 +29,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["EntityLinker", "LinkedSpan", "Mention", "TitleMatcher", "build_entity_index", "entity_passages",
-           "find_mentions", "heldout_linking_docs", "linking_examples", "linking_scores", "parse_links",
-           "write_linking_data"]
+__all__ = ["EntityLinker", "LinkedSpan", "Mention", "TitleMatcher", "best_threshold", "build_entity_index",
+           "dev_linking_docs", "entity_passages", "find_mentions", "heldout_linking_docs", "linking_examples",
+           "linking_scores", "parse_links", "read_threshold", "write_linking_data", "write_threshold"]
 
 MENTION_OPEN = "<m>"
+LINKING_FILE = "linking.json"  # in a model folder: the tuned NIL threshold
 INSTRUCTION = "Mark and link the named entities in this text:\n"
 _QUALIFIER = re.compile(r"\s*\([^()]*\)$")
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -216,10 +217,12 @@ def build_entity_index(out: Any, model: Any, name: str = "", progress: bool = Tr
 
 
 def load_linker(model: str | os.PathLike | None = None, index: str | os.PathLike | None = None,
-                progress: bool = True, candidates: int = 5) -> tuple[EntityLinker, Path]:
+                progress: bool = True, candidates: int = 5, threshold: float | None | str = "model",
+                ) -> tuple[EntityLinker, Path]:
     """``(EntityLinker, model folder)``: the OneGen model (default: the trained default, else the
     packaged adapter) over an entity index folder (default: its own index of the Wikipedia
-    articles, built once into the cache)."""
+    articles, built once into the cache). ``threshold``: ``"model"`` = the one tuned into the
+    model folder (:data:`LINKING_FILE`), a number, or ``None`` for none."""
     from unirag.onegen.docindex import ensure_onegen_index, model_name, open_onegen_index, resolve_onegen_dir
     from unirag.onegen.model import OneGenModel
 
@@ -230,16 +233,22 @@ def load_linker(model: str | os.PathLike | None = None, index: str | os.PathLike
         retriever = open_onegen_index(path, og, model_name=model_name(folder) + "#entity", role="entity")
     else:
         retriever = open_onegen_index(index, og, role="entity")
-    return EntityLinker(og, retriever, candidates=candidates), folder
+    t = read_threshold(folder) if threshold == "model" else threshold
+    return EntityLinker(og, retriever, candidates=candidates, threshold=t), folder
 
 
 # --- inference ---------------------------------------------------------------------------------
 class EntityLinker:
     """``link(texts)``: the model copies each text marking mentions; every mention token's vector
-    is searched in the entity index (nothing is inserted: linking costs no extra forward)."""
+    is searched in the entity index (nothing is inserted: linking costs no extra forward).
+    ``threshold``: a mention whose best entity scores below it links to no entity of the
+    knowledge base (NIL) and is dropped; ``None`` keeps every mention."""
 
-    def __init__(self, model: Any, index: Any, candidates: int = 5, max_mentions: int = 64):
+    def __init__(self, model: Any, index: Any, candidates: int = 5, max_mentions: int = 64,
+                 threshold: float | None = None):
         from unirag.models.decoding import EngineModel, Decoder
+
+        self.threshold = threshold
 
         em = EngineModel.wrap(model)
         mention = model.token_id("mention") if hasattr(model, "token_id") else em.query_token_id
@@ -268,8 +277,44 @@ class EntityLinker:
             chunk = list(texts[s : s + batch_size])
             prompts = [self.prompt(t) for t in chunk]
             for text, o in zip(chunk, self.engine.generate(prompts, self.params(chunk))):
-                out.append(parse_links(text, o, self.em.tokenizer))
+                out.append(keep_above(parse_links(text, o, self.em.tokenizer), self.threshold))
         return out
+
+
+def keep_above(spans: list[LinkedSpan], threshold: float | None) -> list[LinkedSpan]:
+    """The spans whose best entity scores at least ``threshold`` (all when ``None``)."""
+    return list(spans) if threshold is None else [s for s in spans if s.score >= threshold]
+
+
+def best_threshold(predicted: Sequence[Sequence[LinkedSpan]], gold: Sequence[Sequence[Mention]]) -> tuple[float | None, float]:
+    """The NIL threshold that maximises strict micro F1 of ``predicted`` (spans linked without a
+    threshold) against ``gold``, and that F1; ``None`` when no threshold beats keeping every span.
+    Candidates are the predicted scores themselves (the lowest of equally good ones wins)."""
+    best_t, best_f = None, linking_scores(predicted, gold)["f1"]
+    for t in sorted({s.score for doc in predicted for s in doc}):
+        f = linking_scores([keep_above(doc, t) for doc in predicted], gold)["f1"]
+        if f > best_f:
+            best_t, best_f = t, f
+    return best_t, best_f
+
+
+def read_threshold(model_dir: str | os.PathLike) -> float | None:
+    """The tuned NIL threshold saved in a model folder (``None`` when not tuned)."""
+    import json
+
+    path = Path(model_dir) / LINKING_FILE
+    return json.loads(path.read_text()).get("threshold") if path.is_file() else None
+
+
+def write_threshold(model_dir: str | os.PathLike, threshold: float | None, **facts: Any) -> Path:
+    """Save a tuned NIL threshold (and how it was chosen) into a model folder, atomically."""
+    import json
+
+    from unirag.config.base import atomic_write_text
+
+    path = Path(model_dir) / LINKING_FILE
+    atomic_write_text(path, json.dumps({"threshold": threshold, **facts}, indent=2) + "\n")
+    return path
 
 
 def parse_links(text: str, output: Any, tokenizer: Any) -> list[LinkedSpan]:
@@ -318,6 +363,21 @@ def linking_scores(predicted: Sequence[Sequence[LinkedSpan]], gold: Sequence[Seq
     return {"precision": p, "recall": r, "f1": f, "mention_precision": sp, "mention_recall": sr,
             "mention_f1": sf, "disambiguation_accuracy": 100 * right / span_tp if span_tp else 0.0,
             "n_docs": float(len(gold)), "n_gold": float(n_gold), "n_pred": float(n_pred)}
+
+
+def dev_linking_docs(exclude_ids: set[str], limit: int | None = 120, seed: int = 0,
+                     ) -> list[tuple[str, list[Mention]]]:
+    """``(text, gold mentions)`` of training-split documents that are not in ``exclude_ids``
+    (the ``el:<title>`` ids of a training file): a development set for tuning, apart from both the
+    training examples and the held-out documents; seeded order, the first ``limit``."""
+    import random
+
+    from unirag.data import wiki_summaries
+
+    rows = [r for r in linking_examples(wiki_summaries(), split="train") if r["id"] not in exclude_ids]
+    random.Random(seed).shuffle(rows)
+    docs = [(r["text"], [Mention(**m) for m in r["mentions"]]) for r in rows]
+    return docs[:limit] if limit else docs
 
 
 def heldout_linking_docs(limit: int | None = None, heldout_fraction: float = 0.1,

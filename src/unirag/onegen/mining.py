@@ -58,6 +58,9 @@ def _attach(examples: list[OneGenExample], ranked: list[list[str]], k: int) -> i
     n, q = 0, 0
     for ex in examples:
         for r in ex.retrievals:
+            if not r.positives:  # an LM-only retrieval has no contrastive term to sharpen
+                q += 1
+                continue
             hits = [pid for pid in ranked[q] if pid not in r.positives and pid not in r.negatives]
             r.negatives = (r.negatives + hits)[: max(k, len(r.negatives))]
             n += len(r.negatives)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from unirag.config.base import ConfigBase
 from unirag.onegen.config import OneGenConfig, default_onegen_dir
+from unirag.onegen.datasets import OneGenDataConfig
 from unirag.train.common import LoraBase
 
 
@@ -45,6 +46,9 @@ class OneGenTrainConfig(ConfigBase):
     LoRA: they start far from any hidden state the model produces, so a higher rate lets the model
     learn to emit them within a short run.
     ``output_dir`` empty means the default model folder (``<cache>/onegen/smollm2-onegen``).
+    ``data`` (the packaged set's :class:`~unirag.onegen.datasets.OneGenDataConfig`) makes the run
+    build its data first when ``train_file``'s folder lacks it or holds data built otherwise, so one
+    config and one command rebuild a model from the packages.
 
     ``batch_size`` is the global micro-batch: under ``accelerate launch --num_processes N`` each
     process takes ``batch_size / N`` of its examples, and an optimizer step sees ``batch_size *
@@ -81,6 +85,7 @@ class OneGenTrainConfig(ConfigBase):
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     threads: int = 0
     gather_negatives: bool = False
+    data: OneGenDataConfig | None = None
 
 
 def apply_lora(model: Any, settings: LoraSettings) -> None:
@@ -102,6 +107,37 @@ def build_model(cfg: OneGenTrainConfig) -> Any:
     if cfg.lora is not None:
         apply_lora(model, cfg.lora)
     return model
+
+
+def ensure_data(cfg: OneGenTrainConfig, say: Any = print) -> bool:
+    """Build the packaged data of ``cfg.data`` into ``train_file``'s folder unless that folder already
+    holds it (same settings in its ``data_summary.json``); returns whether it built. The three files
+    must share the folder."""
+    from unirag.onegen.datasets import build_onegen_data
+
+    if cfg.data is None:
+        return False
+    folder = Path(cfg.train_file).parent
+    names = {Path(cfg.train_file).name: "train.jsonl", Path(cfg.docs_file).name: "docs.jsonl"}
+    if cfg.eval_file:
+        names[Path(cfg.eval_file).name] = "heldout.jsonl"
+    if any(Path(f).parent != folder for f in (cfg.docs_file, cfg.eval_file or cfg.train_file)) or \
+            any(k != v for k, v in names.items()):
+        from unirag.config.base import ConfigError
+
+        raise ConfigError("with 'data', train_file, docs_file and eval_file must be train.jsonl, docs.jsonl and "
+                          f"heldout.jsonl of one folder (got {cfg.train_file}, {cfg.docs_file}, {cfg.eval_file})")
+    summary = folder / "data_summary.json"
+    want = cfg.data.to_dict()
+    if summary.is_file() and (folder / "train.jsonl").is_file():
+        try:
+            if json.loads(summary.read_text()).get("data") == want:
+                return False
+        except ValueError:
+            pass
+    say(f"building the training data in {folder} ...")
+    build_onegen_data(folder, cfg.data, cfg.model)
+    return True
 
 
 def encode_file(path: str, model: Any, docs: dict[str, str], max_length: int) -> list[Any]:
@@ -280,6 +316,9 @@ def train_onegen(cfg: OneGenTrainConfig, progress: bool = True) -> dict[str, Any
     acc = make_accelerator(1, cfg.mixed_precision)  # accumulation is done here: groups follow the epoch
     set_seed(cfg.seed)
     say = acc.print if progress else (lambda *a, **k: None)
+    if acc.is_main_process:
+        ensure_data(cfg, say)
+    acc.wait_for_everyone()
     model = build_model(cfg)
     docs = load_documents(cfg.docs_file)
     train = encode_file(cfg.train_file, model, docs, cfg.max_length)
@@ -287,7 +326,9 @@ def train_onegen(cfg: OneGenTrainConfig, progress: bool = True) -> dict[str, Any
     collator = OneGenCollator(model.tokenizer, cfg.model, docs, cfg.max_negatives)
     summary: dict[str, Any] = {"train_examples": len(train), "heldout_examples": len(held),
                                "num_processes": acc.num_processes}
-    if held and acc.is_main_process:
+    ckroot = Path(cfg.checkpoint_dir)
+    last = latest_checkpoint(ckroot) if cfg.resume else None
+    if held and acc.is_main_process and last is None:   # a resumed run measured it when it started
         summary["heldout_lm_before"] = heldout_lm_loss(model, held, collator)
         say(f"held-out LM loss before: {json.dumps(summary['heldout_lm_before'])}")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -299,9 +340,7 @@ def train_onegen(cfg: OneGenTrainConfig, progress: bool = True) -> dict[str, Any
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg.warmup_steps, total))
     dim = model.hf_model.config.hidden_size          # retrieval vectors are normalised last hidden states
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
-    ckroot = Path(cfg.checkpoint_dir)
     state = {"step": 0, "epoch": 0, "batches_done": 0}
-    last = latest_checkpoint(ckroot) if cfg.resume else None
     if last is not None:
         state = load_checkpoint(last, acc.unwrap_model(model), optimizer, scheduler)
         say(f"resumed from {last} (step {state['step']})")
