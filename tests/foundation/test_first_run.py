@@ -53,10 +53,13 @@ def test_threads_default_is_every_available_core(tmp_path, tiny_encoder_dir, mon
     orig = Encoder.encode
     monkeypatch.setattr(Encoder, "encode", lambda self, *a, **kw: (seen.append(torch.get_num_threads()),
                                                                    orig(self, *a, **kw))[1])
+    monkeypatch.delenv("UNIRAG_THREADS", raising=False)
     build_index(_passages(), tmp_path / "ix", encoder=str(tiny_encoder_dir), bm25=False, progress=False)
     build_index(_passages(), tmp_path / "ix2", encoder=str(tiny_encoder_dir), bm25=False, progress=False,
                 config=BuildConfig(threads=1))
-    assert seen == [cores_available(), 1]
+    monkeypatch.setenv("UNIRAG_THREADS", "1")   # jobs side by side: every build without a count takes it
+    build_index(_passages(), tmp_path / "ix3", encoder=str(tiny_encoder_dir), bm25=False, progress=False)
+    assert seen == [cores_available(), 1, 1]
     with pytest.raises(Exception, match="threads"):
         BuildConfig(threads=-1).validate()
     with pytest.raises(Exception, match="encoder_dtype"):

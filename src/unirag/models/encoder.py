@@ -37,14 +37,21 @@ def cores_available() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def default_threads() -> int:
+    """Threads for work that was given no count: ``$UNIRAG_THREADS`` when set, else every available
+    core (so several jobs side by side can each be held to one thread)."""
+    env = os.environ.get("UNIRAG_THREADS", "").strip()
+    return int(env) if env else cores_available()
+
+
 @contextlib.contextmanager
 def torch_threads(threads: int | None) -> Iterator[int]:
-    """Run the block with ``torch.set_num_threads(threads)`` (``None`` or 0: every available core)
+    """Run the block with ``torch.set_num_threads(threads)`` (``None`` or 0: :func:`default_threads`)
     and restore the previous count afterwards. torch and FAISS share one OpenMP runtime in these
     wheels, so this also sets FAISS's thread count for the block."""
     import torch
 
-    n = int(threads) if threads else cores_available()
+    n = int(threads) if threads else default_threads()
     if n < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
     before = torch.get_num_threads()

@@ -224,7 +224,8 @@ def default_index_dir(encoder: str = DEFAULT_ENCODER, factory: str = "Flat") -> 
 def ensure_default_index(encoder: str = DEFAULT_ENCODER, factory: str = "Flat", progress: bool = True,
                          threads: int | None = None) -> Path:
     """The default index folder, built on first use (about 5-6 minutes on 2 cores) and cached.
-    ``threads``: embedding threads (default ``$UNIRAG_THREADS``, else every available core)."""
+    ``threads``: embedding threads (default: :func:`unirag.models.encoder.default_threads`, i.e.
+    ``$UNIRAG_THREADS``, else every available core)."""
     path = default_index_dir(encoder, factory)
     if not IndexFolder(path).exists():
         from unirag.data.wiki import wiki_passages
@@ -235,8 +236,6 @@ def ensure_default_index(encoder: str = DEFAULT_ENCODER, factory: str = "Flat", 
             Console(stderr=True).print(
                 f"[bold]Building the default index[/] over 10,033 Wikipedia summaries into {path} (once)"
             )
-        if threads is None and os.environ.get("UNIRAG_THREADS", "").strip():
-            threads = int(os.environ["UNIRAG_THREADS"])
         build_index(wiki_passages(), path, encoder=encoder, factory=factory, progress=progress, threads=threads,
                     encoder_dtype=DEFAULT_ENCODER_DTYPE)
     return path
