@@ -112,14 +112,18 @@ def run(model: str, parts: list[str], jobs: int, logs: Path) -> dict:
 def summary_rows(res: dict) -> list[dict]:
     """The target table: what each figure is, its value, the target."""
     rows = []
-    s = res.get("single", {}).get("systems", {})
+    def engines(part: str) -> dict:   # `eval qa --json` reports per engine
+        rep = res.get(part, {})
+        return rep.get("engines", rep.get("systems", {}))
+
+    s = engines("single")
     if s:
         og, pipe = s["onegen"], s["pipeline"]
         rows += [{"figure": "single-hop EM, OneGen", "value": og["em"], "target": f">= pipeline top-1 ({pipe['em']:.1f})"},
                  {"figure": "single-hop F1, OneGen / pipeline top-1", "value": f"{og['f1']:.1f} / {pipe['f1']:.1f}", "target": ""},
                  {"figure": "single-hop evidence recall, OneGen", "value": og["evidence_recall"], "target": ">= 85"},
                  {"figure": "single-hop time, OneGen / pipeline", "value": og["seconds"] / pipe["seconds"], "target": "<= 0.6"}]
-    m = res.get("multi", {}).get("systems", {})
+    m = engines("multi")
     if m:
         og, pipe = m["onegen"], m["pipeline"]
         rows += [{"figure": "multi-hop retrievals per question (all have >= 5 leaves)", "value": og["mean_retrievals"], "target": ">= 2"},
@@ -131,7 +135,7 @@ def summary_rows(res: dict) -> list[dict]:
         rows += [{"figure": "linking strict micro F1 (NIL threshold / none)",
                   "value": f"{link['f1']:.1f} / {link['without_threshold']['f1']:.1f}", "target": ">= 40"},
                  {"figure": "linking disambiguation accuracy", "value": link["disambiguation_accuracy"], "target": ">= 90"}]
-    r = res.get("retrieval", {}).get("onegen", {})
+    r = res.get("retrieval", {}).get("results", {}).get("onegen", {})
     if r:
         rows.append({"figure": "held-out recall@1 / @5 / @20, OneGen query vectors",
                      "value": " / ".join(f"{r[f'recall@{k}']:.3f}" for k in (1, 5, 20)), "target": ""})
@@ -148,6 +152,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="evaluations run side by side (one thread each)")
     ap.add_argument("--logs", default="runs/onegen/recipe", help="folder for logs and per-question predictions")
     ap.add_argument("--out", default=str(RESULTS / "onegen_recipe.json"))
+    ap.add_argument("--table-only", action="store_true", help="print the table of an existing --out file")
     a = ap.parse_args()
     parts = [p.strip() for p in a.parts.split(",") if p.strip()]
     bad = [p for p in parts if p not in PARTS]
@@ -158,9 +163,12 @@ def main() -> None:
         from unirag.onegen.config import default_onegen_dir
 
         model = str(default_onegen_dir())
-    res = {"model": model, "parts": parts, **run(model, parts, a.jobs, Path(a.logs))}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+    if a.table_only:
+        res = json.loads(Path(a.out).read_text())
+    else:
+        res = {"model": model, "parts": parts, **run(model, parts, a.jobs, Path(a.logs))}
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
     print(table(summary_rows(res), f"OneGen held-out figures ({model})"))
     print(f"wrote {a.out}")
 
