@@ -60,23 +60,15 @@ def eval_linking(
 ) -> None:
     """Micro precision / recall / F1 and disambiguation accuracy on held-out Wikipedia summaries,
     with and without the NIL threshold."""
-    from unirag.onegen.linking import (best_threshold, dev_linking_docs, heldout_linking_docs, keep_above,
-                                       linking_scores, load_linker, read_threshold, write_threshold)
+    from unirag.onegen.linking import (heldout_linking_docs, keep_above, linking_scores, load_linker,
+                                       read_threshold, tune_threshold)
 
     if tune and not train_file.is_file():
         raise typer.BadParameter(f"{train_file}: no such training file", param_hint="--train-file")
     linker, folder = load_linker(model, index, progress=not as_json, threshold=None)
     report: dict = {"model": str(folder)}
     if tune:
-        from unirag.corpus.jsonl import iter_jsonl
-
-        seen = {row.get("id", "") for _, row in iter_jsonl(train_file)}
-        dev = dev_linking_docs(seen, dev_docs)
-        dev_pred = linker.link([t for t, _ in dev], batch_size=batch_size)
-        t, f1 = best_threshold(dev_pred, [g for _, g in dev])
-        without = linking_scores(dev_pred, [g for _, g in dev])["f1"]
-        write_threshold(folder, t, dev_docs=len(dev), dev_f1=f1, dev_f1_without_threshold=without)
-        report["tuned"] = {"threshold": t, "dev_docs": len(dev), "dev_f1": f1, "dev_f1_without_threshold": without}
+        report["tuned"] = tune_threshold(linker, folder, train_file, dev_docs, batch_size)
     t = threshold if threshold is not None else read_threshold(folder)
     docs = heldout_linking_docs(limit)
     gold = [g for _, g in docs]

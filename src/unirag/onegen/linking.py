@@ -31,7 +31,8 @@ from typing import Any
 
 __all__ = ["EntityLinker", "LinkedSpan", "Mention", "TitleMatcher", "best_threshold", "build_entity_index",
            "dev_linking_docs", "entity_passages", "find_mentions", "heldout_linking_docs", "linking_examples",
-           "linking_scores", "parse_links", "read_threshold", "write_linking_data", "write_threshold"]
+           "linking_scores", "parse_links", "read_threshold", "tune_threshold", "write_linking_data",
+           "write_threshold"]
 
 MENTION_OPEN = "<m>"
 LINKING_FILE = "linking.json"  # in a model folder: the tuned NIL threshold
@@ -296,6 +297,23 @@ def best_threshold(predicted: Sequence[Sequence[LinkedSpan]], gold: Sequence[Seq
         if f > best_f:
             best_t, best_f = t, f
     return best_t, best_f
+
+
+def tune_threshold(linker: EntityLinker, model_dir: str | os.PathLike, train_file: str | os.PathLike,
+                   dev_docs: int = 120, batch_size: int = 8) -> dict[str, Any]:
+    """Fit the NIL threshold on ``dev_docs`` development documents (training-split documents whose
+    ``el:<title>`` id is not in ``train_file``), with ``linker`` linking every mention, and save it
+    into ``model_dir`` (:func:`write_threshold`); returns what was saved."""
+    from unirag.corpus.jsonl import iter_jsonl
+
+    seen = {row.get("id", "") for _, row in iter_jsonl(train_file)}
+    dev = dev_linking_docs(seen, dev_docs)
+    gold = [g for _, g in dev]
+    pred = linker.link([t for t, _ in dev], batch_size=batch_size)
+    t, f1 = best_threshold(pred, gold)
+    facts = {"dev_docs": len(dev), "dev_f1": f1, "dev_f1_without_threshold": linking_scores(pred, gold)["f1"]}
+    write_threshold(model_dir, t, **facts)
+    return {"threshold": t, **facts}
 
 
 def read_threshold(model_dir: str | os.PathLike) -> float | None:
