@@ -7,6 +7,7 @@ and warm `unirag search` / `unirag ask` start times.
     python bench/bench_first_answer.py --fresh-ask          # + `unirag ask` with an empty UNIRAG_CACHE
     python bench/bench_first_answer.py --warm               # + warm `unirag search` / `unirag ask`
     python bench/bench_first_answer.py --only warm          # one step; the others stay in the JSON
+    python bench/bench_first_answer.py --only batching      # padded-token budget per batch, side by side
 
 Steps run in separate processes where they time a command; every figure carries the 1-minute load
 average read just before it (another busy process on these 2 cores distorts any timing: re-run when
@@ -127,9 +128,51 @@ def throughput(args) -> dict:
                      "full_corpus_min": round(len(texts) / pps / 60, 1),
                      "load1_median": round(statistics.median(loads[(d, th)]), 2),
                      "other_procs_cores": round(statistics.median(others[(d, th)]), 2)})
-    return {"n": args.n, "batch_size": args.batch_size, "rounds": args.rounds, "torch": torch.__version__,
+    return {"n": args.n, "batch_size": args.batch_size, "batch_tokens": encs["float32"].batch_tokens,
+            "rounds": args.rounds, "torch": torch.__version__,
             "corpus_passages": len(texts), "corpus_tokens": corpus, "sample_tokens": sub,
             "tokenize_corpus_s": round(tokenize_s, 2), "median_cosine_fp32_int8": cos, "rows": rows}
+
+
+def batching(args) -> dict:
+    """Passages/s of the float32 encoder for budgets of padded tokens per batch (0: batches of
+    ``--batch-size`` passages only), interleaved rounds on the same sample, medians."""
+    import numpy as np
+
+    from unirag.data import wiki_passages
+    from unirag.models.encoder import Encoder
+
+    texts = [p.contents for p in wiki_passages()]
+    rng = np.random.default_rng(0)
+    sample = [texts[i] for i in rng.choice(len(texts), args.n, replace=False)]
+    enc = Encoder.from_pretrained("all-minilm-l6-v2")
+    budgets = [0, 1024, 2048, 4096]
+    combos = [(b, th) for th in args.threads for b in budgets]
+    times: dict = {c: [] for c in combos}
+    others: dict = {c: [] for c in combos}
+    loads: dict = {c: [] for c in combos}
+    ref = enc.encode(sample, batch_size=args.batch_size, batch_tokens=0)
+    worst = 0.0
+    for _ in range(args.rounds):
+        for b, th in combos:
+            loads[(b, th)].append(load1())
+            with Others() as o:
+                t = time.perf_counter()
+                v = enc.encode(sample, batch_size=args.batch_size, batch_tokens=b, threads=th)
+                times[(b, th)].append(time.perf_counter() - t)
+            others[(b, th)].append(o.cores)
+            worst = max(worst, float(np.abs(v - ref).max()))
+    rows = []
+    for b, th in combos:
+        pps = args.n / statistics.median(times[(b, th)])
+        base = args.n / statistics.median(times[(0, th)])
+        rows.append({"batch_tokens": b or f"- ({args.batch_size} passages)", "threads": th,
+                     "passages_per_s": round(pps, 1), "vs_batch_of_passages": round(pps / base, 2),
+                     "full_corpus_min": round(len(texts) / pps / 60, 1),
+                     "load1_median": round(statistics.median(loads[(b, th)]), 2),
+                     "other_procs_cores": round(statistics.median(others[(b, th)]), 2)})
+    return {"n": args.n, "batch_size": args.batch_size, "rounds": args.rounds, "rows": rows,
+            "max_abs_diff_vs_batch_of_passages": worst}
 
 
 def _env(cache: str | None = None) -> dict:
@@ -201,10 +244,11 @@ def main() -> None:
     ap.add_argument("--fresh-ask", action="store_true", help="time `unirag ask` with an empty UNIRAG_CACHE (minutes)")
     ap.add_argument("--warm", action="store_true", help="time warm `unirag search` / `unirag ask`")
     ap.add_argument("--warm-rounds", type=int, default=3)
-    ap.add_argument("--only", choices=["throughput", "convert", "fresh-ask", "warm"], default=None)
+    ap.add_argument("--only", choices=["throughput", "batching", "convert", "fresh-ask", "warm"], default=None)
     args = ap.parse_args()
 
-    steps = {"throughput": throughput, "convert": convert, "fresh-ask": fresh_ask, "warm": warm}
+    steps = {"throughput": throughput, "batching": batching, "convert": convert, "fresh-ask": fresh_ask,
+             "warm": warm}
     chosen = [args.only] if args.only else ["throughput"] + [s for s in ("convert", "fresh-ask", "warm")
                                                               if getattr(args, s.replace("-", "_"))]
     path = RESULTS / "first_answer.json"
@@ -221,7 +265,11 @@ def main() -> None:
                   f"sample of {r['n']}: mean {s['mean_tokens']:.1f} tokens, {s['gflop_per_passage']:.2f} GFLOP "
                   f"per passage ({s['gflop_per_passage_padded']:.2f} with batch padding); median cosine "
                   f"fp32 vs int8 {r['median_cosine_fp32_int8']:.4f}")
-            print(table(r["rows"], f"embedding {r['n']} passages, batch {r['batch_size']}, median of {r['rounds']}"))
+            print(table(r["rows"], f"embedding {r['n']} passages, batches of at most {r['batch_size']} passages and "
+                               f"{r['batch_tokens']} tokens, median of {r['rounds']}"))
+        elif step == "batching":
+            print(table(r["rows"], f"embedding {r['n']} passages (float32) by padded tokens per batch, median of "
+                                   f"{r['rounds']}; largest difference to batches of passages {r['max_abs_diff_vs_batch_of_passages']:.1e}"))
         else:
             print(json.dumps(r, indent=2))
         RESULTS.mkdir(parents=True, exist_ok=True)

@@ -134,3 +134,48 @@ def test_cli_build_threads_int8(tmp_path, tiny_encoder_dir):
     assert hits[0]["id"] == PASSAGES[0]["id"]
     bad = run("index", "build", corpus, "--out", tmp_path / "ix2", "--threads", "-1", check=False)
     assert bad.returncode == 2 and "--threads" in bad.stderr
+
+
+def test_token_budget_cuts_batches_and_keeps_vectors(tiny_encoder_dir):
+    from unirag.models.encoder import Encoder, token_batches
+
+    assert token_batches([300, 100, 100, 50, 50, 50, 10], batch_size=64, budget=250) == [(0, 1), (1, 3), (3, 7)]
+    assert token_batches([30] * 10, batch_size=4, budget=0) == [(0, 4), (4, 8), (8, 10)]
+    assert token_batches([30] * 10, batch_size=4, budget=10_000) == [(0, 4), (4, 8), (8, 10)]
+
+    enc = Encoder.from_pretrained(str(tiny_encoder_dir), batch_tokens=64)
+    texts = [" ".join(["word"] * n) + f" end {n}" for n in (3, 40, 7, 25, 1, 60, 12, 12)]
+    shapes = []
+    orig = enc._forward
+
+    def spy(batch):
+        shapes.append(tuple(batch["input_ids"].shape))
+        return orig(batch)
+
+    enc._forward = spy
+    got = enc.encode(texts, batch_size=16)
+    assert all(b * t <= 64 or b == 1 for b, t in shapes) and len(shapes) > 2
+    assert sum(b for b, _ in shapes) == len(texts)
+    assert [t for _, t in shapes] == sorted((t for _, t in shapes), reverse=True)  # longest first
+    one_by_one = np.stack([enc.embed([t]).detach().numpy()[0] for t in texts])
+    np.testing.assert_allclose(got, one_by_one, atol=1e-5)  # padding only, within float32 rounding
+    shapes.clear()
+    enc.encode(texts, batch_size=16, batch_tokens=0)
+    assert shapes and shapes[0][0] == len(texts)  # no budget: one batch of batch_size texts
+
+
+def test_batch_tokens_option_and_config(tmp_path, tiny_encoder_dir):
+    from tests.foundation.test_cli import run
+    from unirag.retrieval.build import BuildConfig
+    from unirag.config.base import ConfigError
+
+    assert BuildConfig().batch_tokens == 2048
+    with pytest.raises(ConfigError, match="batch_tokens"):
+        BuildConfig(batch_tokens=-1).validate()
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(p) + "\n" for p in PASSAGES))
+    bad = run("index", "build", corpus, "--out", tmp_path / "ix", "--batch-tokens", "-5", check=False)
+    assert bad.returncode == 2 and "--batch-tokens" in bad.stderr
+    ok = json.loads(run("index", "build", corpus, "--out", tmp_path / "ix", "--encoder", tiny_encoder_dir,
+                        "--batch-tokens", "64", "--no-bm25", "--json").stdout)
+    assert ok["count"] == len(PASSAGES)

@@ -31,7 +31,9 @@ def index_build(
     dense: bool = typer.Option(True, "--dense/--no-dense", help="Build the dense FAISS index."),
     split_words: int = typer.Option(0, help="Split documents into passages of this many words (DPR used 100); 0 keeps documents whole."),
     overlap: int = typer.Option(0, help="Words shared by consecutive passages when splitting."),
-    batch_size: int = typer.Option(64, help="Embedding batch size (batches are formed from length-sorted passages)."),
+    batch_size: int = typer.Option(64, help="Embedding batch size at most, in passages (batches are formed from length-sorted passages)."),
+    batch_tokens: int = typer.Option(2048, "--batch-tokens", help="Embedding batch size at most, in padded tokens "
+                                     "(small batches stay in a CPU's caches; raise it on a GPU); 0 = --batch-size only."),
     threads: int = typer.Option(0, "--threads", help="Threads for embedding (torch and FAISS); 0 = every core this "
                                 "process may use. Restored after the build."),
     int8: bool = typer.Option(False, "--int8/--fp32", help="Embed with a dynamically quantised int8 encoder "
@@ -54,7 +56,8 @@ def index_build(
     if not dense and not bm25:
         raise usage_error("--no-dense --no-bm25", "nothing to build: keep --dense and/or --bm25")
     for option, value, least in (("--split-words", split_words, 0), ("--overlap", overlap, 0),
-                                 ("--batch-size", batch_size, 1), ("--threads", threads, 0)):
+                                 ("--batch-size", batch_size, 1), ("--batch-tokens", batch_tokens, 0),
+                                 ("--threads", threads, 0)):
         if value < least:
             raise usage_error(option, f"must be at least {least}, got {value}")
     if overlap and not split_words:
@@ -75,7 +78,7 @@ def index_build(
                     "num_cpus": ray_cpus, "num_gpus": ray_gpus}
     build_index(passages, out_dir, encoder=encoder, factory=factory, dense=dense, bm25=bm25,
                 batch_size=batch_size, progress=not as_json, ray=ray_opts, threads=threads,
-                encoder_dtype="int8" if int8 else None)
+                encoder_dtype="int8" if int8 else None, batch_tokens=batch_tokens)
     manifest = IndexFolder(out_dir).read_manifest()
     if as_json:
         print_json({"path": str(out_dir), **manifest.to_dict()})

@@ -20,6 +20,11 @@ Pooling = Literal["mean", "cls", "last"]
 EncoderDtype = Literal["float32", "int8"]
 DTYPES = ("float32", "int8")
 INT8_SUFFIX = "+int8"  # an encoder name ending so (e.g. in a manifest) loads the int8 path
+# Padded tokens per batch when embedding many texts on a CPU. Small batches keep the activations
+# in the CPU's caches: all-MiniLM-L6-v2 over the Wikipedia summaries (2 threads) embeds about 32
+# passages/s in batches of at most 2,048 tokens against 22 in batches of 64 passages
+# (bench/bench_first_answer.py --only batching). A GPU wants larger batches: raise it there.
+DEFAULT_BATCH_TOKENS = 2048
 
 
 def split_dtype(name: str) -> tuple[str, EncoderDtype]:
@@ -93,12 +98,14 @@ class Encoder:
     """``AutoModel`` + tokenizer + pooling (+ optional L2 normalisation).
 
     ``encode`` returns float32 numpy vectors for indexing and search (no grad, length-sorted
-    batches); ``embed`` returns a torch tensor with grad for training.
+    batches of at most ``batch_tokens`` padded tokens); ``embed`` returns a torch tensor with grad
+    for training.
     """
 
     def __init__(self, model, tokenizer, name: str, pooling: Pooling = "mean", normalize: bool = True,
-                 max_length: int = 256, dtype: EncoderDtype = "float32"):
+                 max_length: int = 256, dtype: EncoderDtype = "float32", batch_tokens: int = DEFAULT_BATCH_TOKENS):
         self.model = model
+        self.batch_tokens = int(batch_tokens)
         self.tokenizer = tokenizer
         self.dtype: EncoderDtype = dtype
         base, _ = split_dtype(name)
@@ -110,13 +117,14 @@ class Encoder:
     @classmethod
     def from_pretrained(cls, name: str, pooling: Pooling | None = None, normalize: bool = True,
                         max_length: int | None = None, device: str = "cpu",
-                        dtype: EncoderDtype | None = None) -> Encoder:
+                        dtype: EncoderDtype | None = None, batch_tokens: int = DEFAULT_BATCH_TOKENS) -> Encoder:
         """Load an encoder from an alias, a local folder or a hub id; pooling is read from a
         sentence-transformers folder when not given (default mean).
 
         ``dtype``: ``"float32"`` or ``"int8"`` (dynamic int8 quantisation of the Linear layers, CPU
         only). A name ending in ``+int8`` (as an int8 index's manifest records it) means int8, so
-        queries of an index are embedded by the path that embedded its passages."""
+        queries of an index are embedded by the path that embedded its passages. ``batch_tokens``:
+        the default padded-token budget of an ``encode`` batch (0: ``batch_size`` texts only)."""
         from transformers import AutoModel, AutoTokenizer
 
         from unirag.models.quiet import quiet_loading
@@ -149,7 +157,7 @@ class Encoder:
         if dtype == "int8":
             model = quantize_int8(model)
         return cls(model, tokenizer, saved.get("name", name), pooling, saved.get("normalize", normalize), max_length,
-                   dtype)
+                   dtype, batch_tokens)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Save weights, tokenizer and the pooling settings to ``path`` (float32 encoders only:
@@ -200,24 +208,41 @@ class Encoder:
     def embed(self, texts: list[str]) -> torch.Tensor:
         """Vectors ``[len(texts), dim]`` as a torch tensor, with grad if the model is training."""
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt").to(self.device)
+                               return_tensors="pt")
+        return self._forward(batch)
+
+    def _forward(self, batch) -> torch.Tensor:
+        batch = batch.to(self.device)
         hidden = self.model(**batch).last_hidden_state
         return self.pool(hidden, batch["attention_mask"])
 
     def encode(self, texts: list[str], batch_size: int = 64, sort_by_length: bool = True,
-               progress: bool = False, desc: str = "embedding", bar=None, threads: int | None = None) -> np.ndarray:
-        """Float32 vectors ``[len(texts), dim]``; batches are formed from length-sorted texts
-        (less padding) and returned in the input order. ``bar``: an open progress object with
-        ``update(n)`` (:class:`unirag.progress.Progress`, a tqdm bar) to advance, for callers that
-        embed in several chunks, instead of a new one. ``threads``: torch threads for this call
-        (restored after; ``None`` keeps the current setting)."""
+               progress: bool = False, desc: str = "embedding", bar=None, threads: int | None = None,
+               batch_tokens: int | None = None) -> np.ndarray:
+        """Float32 vectors ``[len(texts), dim]``, returned in the input order.
+
+        With ``sort_by_length`` the texts are tokenised once, sorted by token count (longest first,
+        so little padding) and cut into batches of at most ``batch_size`` texts and at most
+        ``batch_tokens`` padded tokens (``None``: the encoder's ``batch_tokens``; 0: no token
+        budget). ``bar``: an open progress object with ``update(n)`` (:class:`unirag.progress.Progress`,
+        a tqdm bar) to advance, for callers that embed in several chunks, instead of a new one.
+        ``threads``: torch threads for this call (restored after; ``None`` keeps the current setting)."""
         import torch
 
         n = len(texts)
         out = np.zeros((n, self.dim), dtype=np.float32)
         if n == 0:
             return out
-        order = np.argsort([-len(t) for t in texts], kind="stable") if sort_by_length else np.arange(n)
+        budget = self.batch_tokens if batch_tokens is None else int(batch_tokens)
+        if sort_by_length:
+            tokens = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+            lengths = [len(ids) for ids in tokens["input_ids"]]
+            order = np.argsort([-x for x in lengths], kind="stable")
+            batches = token_batches([lengths[i] for i in order], batch_size, budget)
+        else:
+            tokens = None
+            order = np.arange(n)
+            batches = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
         own_bar = bar is None and progress
         if own_bar:
             from unirag.progress import Progress
@@ -226,9 +251,13 @@ class Encoder:
         was_training = self.model.training
         self.model.eval()
         with torch_threads(threads) if threads else contextlib.nullcontext(), torch.inference_mode():
-            for start in range(0, n, batch_size):
-                idx = order[start : start + batch_size]
-                vecs = self.embed([texts[i] for i in idx])
+            for start, stop in batches:
+                idx = order[start:stop]
+                if tokens is None:
+                    vecs = self.embed([texts[i] for i in idx])
+                else:
+                    rows = [{k: v[i] for k, v in tokens.items()} for i in idx]
+                    vecs = self._forward(self.tokenizer.pad(rows, return_tensors="pt"))
                 out[idx] = vecs.float().cpu().numpy()
                 if bar is not None:
                     bar.update(len(idx))
@@ -236,3 +265,17 @@ class Encoder:
             bar.close()
         self.model.train(was_training)
         return out
+
+
+def token_batches(lengths: list[int], batch_size: int, budget: int) -> list[tuple[int, int]]:
+    """Cut texts whose token counts ``lengths`` are sorted longest first into ``(start, stop)``
+    batches of at most ``batch_size`` texts whose padded size (count × first length) stays within
+    ``budget`` tokens (``0``: no budget); a text longer than the budget gets a batch of its own."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    out, start, n = [], 0, len(lengths)
+    while start < n:
+        size = batch_size if budget <= 0 else max(1, min(batch_size, budget // max(1, lengths[start])))
+        out.append((start, min(start + size, n)))
+        start += size
+    return out

@@ -14,6 +14,7 @@ from unirag.corpus.store import DocStore
 from unirag.index.folder import IndexFolder
 from unirag.index.manifest import Manifest
 from unirag.index.vector import Index
+from unirag.models.encoder import DEFAULT_BATCH_TOKENS
 from unirag.models.registry import DEFAULT_ENCODER
 from unirag.retrieval.bm25 import build_bm25
 
@@ -29,11 +30,13 @@ DEFAULT_ENCODER_DTYPE = "float32"
 class BuildConfig(ConfigBase):
     """How :func:`build_index` embeds: ``threads`` (torch / FAISS threads while building; 0 = every
     core this process may use), ``encoder_dtype`` (``float32`` or ``int8``, recorded in the manifest
-    so queries take the same path), ``batch_size``."""
+    so queries take the same path), ``batch_size`` (texts per batch at most) and ``batch_tokens``
+    (padded tokens per batch at most, for an encoder given by name; 0: ``batch_size`` only)."""
 
     threads: int = 0
     encoder_dtype: str = DEFAULT_ENCODER_DTYPE
     batch_size: int = 64
+    batch_tokens: int = DEFAULT_BATCH_TOKENS
 
     def validate(self) -> BuildConfig:
         if self.threads < 0:
@@ -42,6 +45,8 @@ class BuildConfig(ConfigBase):
             raise ConfigError(f"encoder_dtype: must be one of {', '.join(ENCODER_DTYPES)}, got {self.encoder_dtype!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size: must be at least 1, got {self.batch_size}")
+        if self.batch_tokens < 0:
+            raise ConfigError(f"batch_tokens: must be 0 (no budget) or more, got {self.batch_tokens}")
         return self
 
 
@@ -90,6 +95,7 @@ def build_index(
     encoder_dtype: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     config: BuildConfig | None = None,
+    batch_tokens: int | None = None,
 ) -> Path:
     """Write an index folder at ``out``: ``docs/`` (doc store), ``index.faiss`` (dense, embedded
     with ``encoder`` in length-sorted batches), ``bm25/`` and ``manifest.json`` with checksums.
@@ -111,8 +117,9 @@ def build_index(
     ``threads``: torch (and FAISS: one OpenMP runtime) threads while embedding, restored afterwards
     (``None`` / 0: every core this process may use). ``encoder_dtype``: ``"float32"`` or ``"int8"``
     for an encoder given by name (the manifest records the encoder as ``NAME+int8``, so queries are
-    embedded by the same path). ``config``: a :class:`BuildConfig` holding these (and
-    ``batch_size``) instead. ``progress``: show what is being built, passages done / total,
+    embedded by the same path). ``batch_tokens``: padded tokens per batch at most for an encoder
+    given by name (``None``: :data:`~unirag.models.encoder.DEFAULT_BATCH_TOKENS`; 0: ``batch_size``
+    texts only). ``config``: a :class:`BuildConfig` holding these (and ``batch_size``) instead. ``progress``: show what is being built, passages done / total,
     passages/s and the time left (a rich bar on a terminal, plain lines otherwise);
     ``on_progress(done, total)`` is called after every batch either way.
     """
@@ -126,6 +133,9 @@ def build_index(
         threads = config.threads if threads is None else threads
         encoder_dtype = encoder_dtype or config.encoder_dtype
         batch_size = config.batch_size
+        batch_tokens = config.batch_tokens if batch_tokens is None else batch_tokens
+    if batch_tokens is not None and batch_tokens < 0:
+        raise ConfigError(f"build_index: batch_tokens must be 0 (no budget) or more, got {batch_tokens}")
     if threads is not None and threads < 0:
         raise ConfigError(f"build_index: threads must be 0 (every core) or more, got {threads}")
     if encoder_dtype is not None and encoder_dtype not in ENCODER_DTYPES:
@@ -162,7 +172,8 @@ def build_index(
                 if isinstance(encoder, str):
                     from unirag.models.encoder import Encoder
 
-                    encoder = Encoder.from_pretrained(encoder)
+                    encoder = Encoder.from_pretrained(encoder, batch_tokens=(
+                        DEFAULT_BATCH_TOKENS if batch_tokens is None else batch_tokens))
                 index = Index(encoder.dim, factory, "ip")
                 m = index.manifest
                 m.encoder = encoder.name
