@@ -199,14 +199,14 @@ _LAST: dict = {}
 
 def convert(args) -> dict:
     code = ("import time; t=time.perf_counter(); from unirag.models.registry import resolve_model; "
-            "resolve_model('smollm2-135m-instruct', progress=False); print(round(time.perf_counter()-t, 2))")
+            f"resolve_model({args.convert_model!r}, progress=False); print(round(time.perf_counter()-t, 2))")
     runs = []
     for _ in range(args.convert_rounds):
         with tempfile.TemporaryDirectory() as cache:
             dt, la, text = _timed([sys.executable, "-c", code], _env(cache), stdout_only=True)
             runs.append({"wall_s": round(dt, 1), "convert_s": float(text.strip().splitlines()[-1]), "load1": la,
                          "other_procs_cores": _LAST["others"]})
-    return {"runs": runs, "median_wall_s": statistics.median(r["wall_s"] for r in runs)}
+    return {"model": args.convert_model, "runs": runs, "median_wall_s": statistics.median(r["wall_s"] for r in runs)}
 
 
 def fresh_ask(args) -> dict:
@@ -241,6 +241,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--convert", action="store_true", help="time the GGUF conversion in an empty cache")
     ap.add_argument("--convert-rounds", type=int, default=1)
+    ap.add_argument("--convert-model", default="qwen2.5-coder-0.5b-instruct", help="packaged generator to convert")
     ap.add_argument("--fresh-ask", action="store_true", help="time `unirag ask` with an empty UNIRAG_CACHE (minutes)")
     ap.add_argument("--warm", action="store_true", help="time warm `unirag search` / `unirag ask`")
     ap.add_argument("--warm-rounds", type=int, default=3)
@@ -257,6 +258,9 @@ def main() -> None:
     for step in chosen:
         print(f"[{step}] load average {Path('/proc/loadavg').read_text().split()[:3]}", flush=True)
         r = steps[step](args)
+        if step == "convert":  # one entry per model
+            r["measured"] = time.strftime("%Y-%m-%d %H:%M:%S")
+            results.setdefault("convert_by_model", {})[args.convert_model] = r
         r["measured"] = time.strftime("%Y-%m-%d %H:%M:%S")
         results[step] = r
         if step == "throughput":

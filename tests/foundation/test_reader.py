@@ -64,6 +64,30 @@ def test_a_corrupt_cached_file_is_rebuilt(tmp_path):
     assert target.read_bytes() == data
 
 
+def test_gguf_metadata_is_parsed_once_per_conversion(monkeypatch):
+    import transformers.modeling_gguf_pytorch_utils as reader
+
+    from unirag.models.gguf import _metadata_read_once
+
+    calls = []
+
+    def fake(path, return_tensors=False, model_to_load=None, torch_dtype=None):
+        calls.append((path, return_tensors))
+        return {"config": {"vocab": ["a", "b"]}, "tensors": {"w": 1} if return_tensors else {}}
+
+    monkeypatch.setattr(reader, "load_gguf_checkpoint", fake)
+    with _metadata_read_once():
+        first = reader.load_gguf_checkpoint("/m/x.gguf", return_tensors=False)
+        first["config"]["vocab"].append("mutated by a caller")
+        second = reader.load_gguf_checkpoint("/m/x.gguf", return_tensors=False)
+        tensors = reader.load_gguf_checkpoint("/m/x.gguf", return_tensors=True, model_to_load=object())
+        other = reader.load_gguf_checkpoint("/m/y.gguf")
+    assert second["config"]["vocab"] == ["a", "b"]  # each caller gets its own copy
+    assert tensors["tensors"] == {"w": 1} and other["tensors"] == {}
+    assert calls == [("/m/x.gguf", False), ("/m/x.gguf", True), ("/m/y.gguf", False)]
+    assert reader.load_gguf_checkpoint is fake  # restored
+
+
 def test_qwen_is_registered_with_its_parts_and_licence():
     from unirag.models.registry import PACKAGED, QWEN_CODER_05B, canonical_name, licence_notice
 
