@@ -21,13 +21,38 @@ class DenseRetriever:
 
     ``encoder`` is the embedding function of the index (a sentence encoder, or a OneGen model's
     :class:`~unirag.onegen.docindex.OneGenEncoder`); queries use its ``encode_queries`` when it
-    has one, else ``encode``."""
+    has one, else ``encode``. An :class:`~unirag.models.onnx_query.OnnxQueryEncoder` embeds the
+    queries without torch; ``encoder`` then loads the torch encoder on first use (to embed
+    passages or count tokens)."""
 
     def __init__(self, encoder, index: Index, store: DocStore, path: Path | None = None):
-        self.encoder = encoder
         self._parts = (index, store, path)  # swapped as one tuple: readers see old or new, never a mix
+        self.encoder = encoder
         if encoder is not None:
             check_encoder(index, encoder)
+
+    @property
+    def encoder(self):
+        """The index's embedding function (the torch encoder, loaded now if only the ONNX query
+        path was)."""
+        if self._encoder is None and self._queries is not None:
+            from unirag.models.encoder import Encoder
+
+            self._encoder = Encoder.from_pretrained(self._queries.spec)
+        return self._encoder
+
+    @property
+    def query_encoder(self):
+        """What embeds the queries: the ONNX Runtime encoder when one was loaded, else ``encoder``."""
+        return self._queries or self.encoder
+
+    @encoder.setter
+    def encoder(self, encoder) -> None:
+        from unirag.models.onnx_query import OnnxQueryEncoder
+
+        onnx = isinstance(encoder, OnnxQueryEncoder)
+        self._queries = encoder if onnx else None
+        self._encoder = None if onnx else encoder
 
     def __len__(self) -> int:
         return len(self._parts[0])
@@ -71,7 +96,9 @@ class DenseRetriever:
             if index.manifest.encoder_info.get("kind") == "onegen":
                 raise IndexMismatchError(f"{path} holds a OneGen model's vectors: open it with the onegen engine "
                                          "(its queries come from the model itself)")
-            encoder = Encoder.from_pretrained(index.manifest.encoder)
+            from unirag.models.onnx_query import query_encoder
+
+            encoder = query_encoder(index.manifest.encoder)
         elif isinstance(encoder, str):
             encoder = Encoder.from_pretrained(encoder)
         return cls.from_parts(encoder, index, path)
@@ -82,7 +109,7 @@ class DenseRetriever:
         The new pair is installed by one assignment, so a concurrent search sees the old pair or the
         new one, never a mix."""
         index = Index.load(path, verify=verify)
-        check_encoder(index, self.encoder)
+        check_encoder(index, self.query_encoder)
         self._parts = (index, DocStore(IndexFolder(path).docs_dir), Path(path))
         # the old store stays open for searches already under way; it closes when collected
 
@@ -108,8 +135,9 @@ class DenseRetriever:
 
     def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Query vectors ``[n, dim]`` from the index's embedding function."""
-        fn = getattr(self.encoder, "encode_queries", None)
-        return fn(list(queries)) if fn is not None else self.encoder.encode(list(queries), batch_size=64)
+        enc = self.query_encoder
+        fn = getattr(enc, "encode_queries", None)
+        return fn(list(queries)) if fn is not None else enc.encode(list(queries), batch_size=64)
 
     def search(self, queries: list[str], k: int = 10, return_vectors: bool = False) -> SearchResult:
         """Top-``k`` passages for each query string."""

@@ -297,8 +297,9 @@ def create_app(rags: Union[Rags, Loader, None] = None, config: ServeConfig | Non
             if not t:
                 raise APIError(422, f"input[{i}]: empty string", "invalid_value", "input")
             state.question_limit(t, f"input[{i}]")
-        if req.dimensions is not None and req.dimensions != dense.encoder.dim:
-            raise APIError(422, f"dimensions: this encoder gives {dense.encoder.dim}-dimensional vectors",
+        encoder = getattr(dense, "query_encoder", None) or dense.encoder
+        if req.dimensions is not None and req.dimensions != encoder.dim:
+            raise APIError(422, f"dimensions: this encoder gives {encoder.dim}-dimensional vectors",
                            "invalid_value", "dimensions")
         import base64
 
@@ -306,13 +307,14 @@ def create_app(rags: Union[Rags, Loader, None] = None, config: ServeConfig | Non
 
         vecs = np.asarray(dense.embed_queries(texts), dtype=np.float32)
         try:
-            tokens = sum(len(ids) for ids in dense.encoder.tokenizer(texts)["input_ids"])
+            counts = getattr(encoder, "token_counts", None)
+            tokens = sum(counts(texts)) if counts else sum(len(ids) for ids in encoder.tokenizer(texts)["input_ids"])
         except Exception:
             tokens = 0
         data = [{"object": "embedding", "index": i,
                  "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if req.encoding_format == "base64"
                  else v.tolist()} for i, v in enumerate(vecs)]
-        return {"object": "list", "data": data, "model": getattr(dense.encoder, "name", model_id(name)),
+        return {"object": "list", "data": data, "model": getattr(encoder, "name", model_id(name)),
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     # --- native --------------------------------------------------------------------------------

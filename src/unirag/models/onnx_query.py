@@ -1,0 +1,170 @@
+"""Query embedding without torch: a sentence encoder exported once to ONNX, run by ONNX Runtime.
+
+Loading torch and transformers takes most of a warm ``unirag search`` (about 8 of its 13 s on 2
+cores), yet embedding one query needs neither: the encoder's graph, pooling and normalisation
+included, is exported once (with torch, on the first search) into the cache, and later searches
+load only ``onnxruntime`` and ``tokenizers``. The vectors equal the torch encoder's to float32
+rounding (tested). float32 encoders only; without ``onnxruntime`` installed nothing changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = 1  # bump when the exported graph changes: older files are then re-exported
+
+
+def available() -> bool:
+    """Whether ``onnxruntime`` and ``tokenizers`` can be imported (checked without importing them)."""
+    from importlib.util import find_spec
+
+    return find_spec("onnxruntime") is not None and find_spec("tokenizers") is not None
+
+
+def export_dir(folder: str | os.PathLike) -> Path:
+    """Cache folder of the ONNX export of the encoder in model ``folder``, keyed by the folder's
+    path and its weight files' sizes and modification times (new weights: a new export)."""
+    import hashlib
+
+    from unirag.config.paths import cache_dir
+
+    folder = Path(folder).resolve()
+    h = hashlib.sha256(f"{FORMAT}:{folder}".encode())
+    for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return cache_dir() / "onnx" / f"{folder.name}-{h.hexdigest()[:16]}"
+
+
+def export(encoder: Any, folder: str | os.PathLike) -> Path | None:
+    """Export ``encoder`` (a float32 :class:`~unirag.models.encoder.Encoder` loaded from model
+    ``folder``) with its pooling and normalisation into :func:`export_dir` (atomically); ``None``
+    when it cannot be (no ``tokenizer.json``, not float32, or the exporter fails)."""
+    import shutil
+    import tempfile
+    import warnings
+
+    import torch
+
+    folder = Path(folder)
+    if encoder.dtype != "float32" or not (folder / "tokenizer.json").is_file():
+        return None
+    out = export_dir(folder)
+    if (out / "meta.json").is_file():
+        return out
+
+    class Pooled(torch.nn.Module):
+        def __init__(self, enc):
+            super().__init__()
+            self.enc = enc
+            self.model = enc.model
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                                token_type_ids=token_type_ids).last_hidden_state
+            return self.enc.pool(hidden, attention_mask)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        batch = encoder.tokenizer(["an example query", "a second, longer example query for the export"],
+                                  padding=True, return_tensors="pt")
+        names = ["input_ids", "attention_mask", "token_type_ids"]
+        args = tuple(batch[n] if n in batch else torch.zeros_like(batch["input_ids"]) for n in names)
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(Pooled(encoder).eval(), args, str(tmp / "model.onnx"), input_names=names,
+                              output_names=["vectors"], opset_version=17, dynamo=False,
+                              dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names}, "vectors": {0: "batch"}})
+        shutil.copyfile(folder / "tokenizer.json", tmp / "tokenizer.json")
+        meta = {"format": FORMAT, "name": encoder.name, "dim": encoder.dim, "max_length": encoder.max_length,
+                "info": encoder.info(), "inputs": [n for n in names if n in batch or n == "token_type_ids"],
+                "pad_id": int(encoder.tokenizer.pad_token_id or 0), "pad_token": str(encoder.tokenizer.pad_token)}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except Exception:  # an encoder the exporter cannot trace stays on the torch path
+        return None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+class OnnxQueryEncoder:
+    """The embedding function of an index for queries, on ONNX Runtime: ``name``, ``dim``,
+    ``dtype``, ``info()`` and ``encode(texts, batch_size=)`` as :class:`~unirag.models.encoder.Encoder`."""
+
+    def __init__(self, path: str | os.PathLike, spec: str | None = None, threads: int | None = None):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        from unirag.models.encoder import default_threads
+
+        path = Path(path)
+        self.meta = json.loads((path / "meta.json").read_text())
+        self.name: str = self.meta["name"]
+        self.spec: str = spec or self.name  # what loads the same encoder with torch
+        self.dim: int = int(self.meta["dim"])
+        self.dtype = "float32"
+        self.max_length: int = int(self.meta["max_length"])
+        self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self.tokenizer.enable_truncation(self.max_length)
+        self.tokenizer.enable_padding(pad_id=self.meta["pad_id"], pad_token=self.meta["pad_token"])
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads or default_threads())
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+
+    def info(self) -> dict:
+        """What an index manifest records about this encoder."""
+        return dict(self.meta["info"])
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens of each text as the encoder sees it (special tokens included, truncated)."""
+        return [sum(e.attention_mask) for e in self.tokenizer.encode_batch(list(texts))]
+
+    def encode(self, texts: list[str], batch_size: int = 64, **_: Any) -> np.ndarray:
+        """Float32 vectors ``[len(texts), dim]`` (pooled and normalised as the encoder does)."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            encs = self.tokenizer.encode_batch(list(texts[start : start + batch_size]))
+            feed = {"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
+                    "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
+                    "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64)}
+            out[start : start + len(encs)] = self.session.run(None, {k: feed[k] for k in self.meta["inputs"]})[0]
+        return out
+
+
+def query_encoder(name: str) -> Any:
+    """The encoder of an index for its queries: its ONNX export on ONNX Runtime when one is cached,
+    else the torch :class:`~unirag.models.encoder.Encoder` (exported now for the next process, when
+    ``onnxruntime`` is installed). ``$UNIRAG_ONNX=0`` keeps the torch encoder."""
+    from unirag.models.encoder import Encoder, split_dtype
+    from unirag.models.registry import resolve_model
+
+    base, dtype = split_dtype(name)
+    if dtype != "float32" or os.environ.get("UNIRAG_ONNX", "1") == "0" or not available():
+        return Encoder.from_pretrained(name)
+    folder = resolve_model(base)
+    if Path(folder).is_dir():
+        cached = export_dir(folder)
+        if (cached / "meta.json").is_file():
+            try:
+                return OnnxQueryEncoder(cached, spec=name)
+            except Exception:  # an unreadable export: fall back, and export again below
+                pass
+    encoder = Encoder.from_pretrained(name)
+    if Path(folder).is_dir():
+        export(encoder, folder)
+    return encoder
