@@ -179,3 +179,57 @@ def test_batch_tokens_option_and_config(tmp_path, tiny_encoder_dir):
     ok = json.loads(run("index", "build", corpus, "--out", tmp_path / "ix", "--encoder", tiny_encoder_dir,
                         "--batch-tokens", "64", "--no-bm25", "--json").stdout)
     assert ok["count"] == len(PASSAGES)
+
+
+def test_first_index_build_gives_a_core_to_the_generator_conversion(tmp_path, tiny_encoder_dir, monkeypatch):
+    import torch
+
+    import unirag.data.wiki as wiki
+    import unirag.retrieval.build as build
+    from unirag.models.encoder import Encoder
+
+    monkeypatch.setenv("UNIRAG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("UNIRAG_THREADS", "2")
+    many = [Passage(id=f"p{i}", title=f"T{i}", text=" ".join(["word"] * (5 + i % 7))) for i in range(40)]
+    monkeypatch.setattr(wiki, "wiki_passages", lambda: iter(many))
+
+    class Child:  # a conversion that ends after the third batch
+        polls = 0
+
+        def poll(self):
+            Child.polls += 1
+            return None if Child.polls <= 3 else 0
+
+        def wait(self):
+            return 0
+
+    started = []
+    monkeypatch.setattr(build, "_convert_in_background", lambda name, progress: started.append(name) or Child())
+    seen = []
+    orig = Encoder._forward
+
+    def spy(self, batch):
+        seen.append(torch.get_num_threads())
+        return orig(self, batch)
+
+    monkeypatch.setattr(Encoder, "_forward", spy)
+    monkeypatch.setattr(build, "DEFAULT_BATCH_TOKENS", 40)  # several batches of a few passages
+    before = torch.get_num_threads()
+    path = build.ensure_default_index(encoder=str(tiny_encoder_dir), progress=False, convert="qwen")
+    assert started == ["qwen"] and (path / "manifest.json").is_file()
+    assert seen[:4] == [1, 1, 1, 1] and seen[4:] and set(seen[4:]) == {2}  # one core given up while converting
+    assert torch.get_num_threads() == before
+    started.clear()
+    build.ensure_default_index(encoder=str(tiny_encoder_dir), progress=False, convert="qwen")
+    assert started == []  # built already: nothing converts here
+
+
+def test_needs_conversion_only_for_packaged_models_not_cached(tmp_path, monkeypatch):
+    from unirag.models.registry import needs_conversion
+
+    monkeypatch.setenv("UNIRAG_CACHE", str(tmp_path / "cache"))
+    assert needs_conversion("qwen2.5-coder-0.5b-instruct") and needs_conversion("smollm2-135m-instruct")
+    assert not needs_conversion("all-minilm-l6-v2") and not needs_conversion(str(tmp_path))
+    (tmp_path / "cache" / "models" / "qwen2.5-coder-0.5b-instruct").mkdir(parents=True)
+    (tmp_path / "cache" / "models" / "qwen2.5-coder-0.5b-instruct" / "config.json").write_text("{}")
+    assert not needs_conversion("qwen2.5-coder-0.5b-instruct")

@@ -321,10 +321,12 @@ def _question(q: Any) -> str:
     return q
 
 
-def _default_index(progress: bool) -> Path:
+def _default_index(progress: bool, generator: str | None = None) -> Path:
+    """The default index (built on first use; a packaged ``generator`` not converted yet converts
+    meanwhile)."""
     from unirag.retrieval.build import ensure_default_index
 
-    return ensure_default_index(progress=progress)
+    return ensure_default_index(progress=progress, convert=generator)
 
 
 def load_generator(name: str) -> Any:
@@ -353,7 +355,7 @@ def _pipeline(cfg: LoadConfig, progress: bool) -> Any:
 
     if cfg.engine == "closed-book":
         return _closed_book(PipelineEngine(None, load_generator(cfg.generator), PipelineConfig(k=0)))
-    folder = Path(cfg.index) if cfg.index else _default_index(progress)
+    folder = Path(cfg.index) if cfg.index else _default_index(progress, cfg.generator)
     retriever = load_retriever(folder, cfg.retriever, encoder=cfg.encoder, verify=cfg.verify)
     return PipelineEngine(retriever, load_generator(cfg.generator) if cfg.generator else None,
                           PipelineConfig(k=cfg.k if cfg.k is not None else 3, hops=cfg.hops,

@@ -142,6 +142,13 @@ def resolve_model(name: str, progress: bool = True) -> str:
     return name  # a hub id: transformers resolves it (from the local HF cache when offline)
 
 
+def needs_conversion(name: str) -> bool:
+    """Whether :func:`resolve_model` would convert a packaged GGUF for ``name`` (not in the cache yet)."""
+    canon = canonical_name(name)
+    pkg = PACKAGED.get(canon)
+    return bool(pkg is not None and pkg.gguf and not (cache_dir() / "models" / canon / "config.json").is_file())
+
+
 def _convert_split(pkg: PackagedModel, target: Path, progress: bool) -> None:
     """Join a split GGUF (verified) into the cache, convert it, then drop the joined file."""
     from unirag.models.gguf import assemble_parts, convert_gguf

@@ -233,13 +233,19 @@ def default_index_dir(encoder: str = DEFAULT_ENCODER, factory: str = "Flat") -> 
 
 
 def ensure_default_index(encoder: str = DEFAULT_ENCODER, factory: str = "Flat", progress: bool = True,
-                         threads: int | None = None) -> Path:
-    """The default index folder, built on first use (about 5-6 minutes on 2 cores) and cached.
+                         threads: int | None = None, convert: str | None = None) -> Path:
+    """The default index folder, built on first use (about 5 minutes on 2 cores) and cached.
     ``threads``: embedding threads (default: :func:`unirag.models.encoder.default_threads`, i.e.
-    ``$UNIRAG_THREADS``, else every available core)."""
+    ``$UNIRAG_THREADS``, else every available core).
+
+    ``convert``: a packaged generator to convert meanwhile, when it is not in the cache yet. Its
+    conversion runs on one core (numpy dequantisation) in a child process, so embedding gives up
+    one thread until it ends and then takes all of them again (on 2 cores the second embedding
+    thread adds about 13 passages/s, while the conversion takes about 70 s on its own)."""
     path = default_index_dir(encoder, factory)
     if not IndexFolder(path).exists():
         from unirag.data.wiki import wiki_passages
+        from unirag.models.encoder import default_threads
 
         if progress:
             from rich.console import Console
@@ -247,6 +253,40 @@ def ensure_default_index(encoder: str = DEFAULT_ENCODER, factory: str = "Flat", 
             Console(stderr=True).print(
                 f"[bold]Building the default index[/] over 10,033 Wikipedia summaries into {path} (once)"
             )
-        build_index(wiki_passages(), path, encoder=encoder, factory=factory, progress=progress, threads=threads,
-                    encoder_dtype=DEFAULT_ENCODER_DTYPE)
+        n = int(threads) if threads else default_threads()
+        child = _convert_in_background(convert, progress) if convert and n >= 2 else None
+        on_progress = None
+        if child is not None:
+            import torch
+
+            def on_progress(done: int, total: int) -> None:  # after every batch, in the embedding thread
+                torch.set_num_threads(n - 1 if child.poll() is None else n)
+
+        try:
+            build_index(wiki_passages(), path, encoder=encoder, factory=factory, progress=progress,
+                        threads=n - 1 if child is not None else n, encoder_dtype=DEFAULT_ENCODER_DTYPE,
+                        on_progress=on_progress)
+        finally:
+            if child is not None:
+                child.wait()  # its result is checked by the caller's resolve_model (converted, or again here)
     return path
+
+
+def _convert_in_background(name: str, progress: bool):
+    """A child process converting packaged generator ``name`` into the cache (``None`` when it is
+    there already). It writes the folder atomically, so a reader sees it whole or not at all."""
+    import subprocess
+    import sys
+
+    from unirag.models.registry import needs_conversion
+
+    if not needs_conversion(name):
+        return None
+    if progress:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold]Converting the generator[/] {name} meanwhile (once, one core)")
+    code = "import sys; from unirag.models.registry import resolve_model; resolve_model(sys.argv[1], progress=False)"
+    env = dict(os.environ, OMP_NUM_THREADS="1", UNIRAG_THREADS="1")
+    return subprocess.Popen([sys.executable, "-c", code, name], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
