@@ -46,10 +46,11 @@ def export(encoder: Any, folder: str | os.PathLike) -> Path | None:
     ``folder``) with its pooling and normalisation into :func:`export_dir` (atomically); ``None``
     when it cannot be (no ``tokenizer.json``, not float32, or the exporter fails)."""
     import shutil
-    import tempfile
     import warnings
 
     import torch
+
+    from unirag.config.fs import atomic_dir
 
     folder = Path(folder)
     if encoder.dtype != "float32" or not (folder / "tokenizer.json").is_file():
@@ -69,34 +70,25 @@ def export(encoder: Any, folder: str | os.PathLike) -> Path | None:
                                 token_type_ids=token_type_ids).last_hidden_state
             return self.enc.pool(hidden, attention_mask)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        batch = encoder.tokenizer(["an example query", "a second, longer example query for the export"],
-                                  padding=True, return_tensors="pt")
-        names = ["input_ids", "attention_mask", "token_type_ids"]
-        args = tuple(batch[n] if n in batch else torch.zeros_like(batch["input_ids"]) for n in names)
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(Pooled(encoder).eval(), args, str(tmp / "model.onnx"), input_names=names,
-                              output_names=["vectors"], opset_version=17, dynamo=False,
-                              dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names}, "vectors": {0: "batch"}})
-        shutil.copyfile(folder / "tokenizer.json", tmp / "tokenizer.json")
-        meta = {"format": FORMAT, "name": encoder.name, "dim": encoder.dim, "max_length": encoder.max_length,
-                "info": encoder.info(), "inputs": [n for n in names if n in batch or n == "token_type_ids"],
-                "pad_id": int(encoder.tokenizer.pad_token_id or 0), "pad_token": str(encoder.tokenizer.pad_token)}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except Exception:  # an encoder the exporter cannot trace stays on the torch path
+        with atomic_dir(out) as tmp:  # whole or absent, even across a crash
+            batch = encoder.tokenizer(["an example query", "a second, longer example query for the export"],
+                                      padding=True, return_tensors="pt")
+            names = ["input_ids", "attention_mask", "token_type_ids"]
+            args = tuple(batch[n] if n in batch else torch.zeros_like(batch["input_ids"]) for n in names)
+            with warnings.catch_warnings(), torch.inference_mode():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(Pooled(encoder).eval(), args, str(tmp / "model.onnx"), input_names=names,
+                                  output_names=["vectors"], opset_version=17, dynamo=False,
+                                  dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names},
+                                                "vectors": {0: "batch"}})
+            shutil.copyfile(folder / "tokenizer.json", tmp / "tokenizer.json")
+            meta = {"format": FORMAT, "name": encoder.name, "dim": encoder.dim, "max_length": encoder.max_length,
+                    "info": encoder.info(), "pad_id": int(encoder.tokenizer.pad_token_id or 0),
+                    "pad_token": str(encoder.tokenizer.pad_token)}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    except Exception:  # an encoder the exporter cannot trace (or no onnx package) stays on the torch path
         return None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -125,6 +117,7 @@ class OnnxQueryEncoder:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(str(path / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]  # the exporter drops inputs a graph ignores
 
     def info(self) -> dict:
         """What an index manifest records about this encoder."""
@@ -142,7 +135,7 @@ class OnnxQueryEncoder:
             feed = {"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
                     "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
                     "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64)}
-            out[start : start + len(encs)] = self.session.run(None, {k: feed[k] for k in self.meta["inputs"]})[0]
+            out[start : start + len(encs)] = self.session.run(None, {k: feed[k] for k in self.inputs})[0]
         return out
 
 
