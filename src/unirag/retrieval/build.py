@@ -119,9 +119,10 @@ def build_index(
     for an encoder given by name (the manifest records the encoder as ``NAME+int8``, so queries are
     embedded by the same path). ``batch_tokens``: padded tokens per batch at most for an encoder
     given by name (``None``: :data:`~unirag.models.encoder.DEFAULT_BATCH_TOKENS`; 0: ``batch_size``
-    texts only). ``config``: a :class:`BuildConfig` holding these (and ``batch_size``) instead. ``progress``: show what is being built, passages done / total,
-    passages/s and the time left (a rich bar on a terminal, plain lines otherwise);
-    ``on_progress(done, total)`` is called after every batch either way.
+    texts only). ``config``: a :class:`BuildConfig` holding these (and ``batch_size``) instead.
+    ``progress``: show what is being built, passages done / total, passages/s and the time left (a
+    rich bar on a terminal, plain lines otherwise); ``on_progress(done, total)`` is called after
+    every batch either way.
     """
     import contextlib
 
