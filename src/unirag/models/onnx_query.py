@@ -150,14 +150,14 @@ def query_encoder(name: str) -> Any:
     if dtype != "float32" or os.environ.get("UNIRAG_ONNX", "1") == "0" or not available():
         return Encoder.from_pretrained(name)
     folder = resolve_model(base)
-    if Path(folder).is_dir():
-        cached = export_dir(folder)
-        if (cached / "meta.json").is_file():
-            try:
-                return OnnxQueryEncoder(cached, spec=name)
-            except Exception:  # an unreadable export: fall back, and export again below
-                pass
+    if not Path(folder).is_dir():  # a hub id: no local weights to key an export by
+        return Encoder.from_pretrained(name)
+    cached = export_dir(folder)
+    if (cached / "meta.json").is_file():
+        try:
+            return OnnxQueryEncoder(cached, spec=name)
+        except Exception:  # an unreadable export: fall back, and export again below
+            pass
     encoder = Encoder.from_pretrained(name)
-    if Path(folder).is_dir():
-        export(encoder, folder)
+    export(encoder, folder)
     return encoder

@@ -123,8 +123,8 @@ def resolve_model(name: str, progress: bool = True) -> str:
         if pkg.gguf:
             from unirag.models.gguf import convert_gguf
 
-            target = cache_dir() / "models" / canon
-            if not (target / "config.json").is_file():
+            target = _converted_dir(canon)
+            if needs_conversion(canon):
                 if pkg.split is not None:
                     _convert_split(pkg, target, progress)
                 else:
@@ -142,11 +142,15 @@ def resolve_model(name: str, progress: bool = True) -> str:
     return name  # a hub id: transformers resolves it (from the local HF cache when offline)
 
 
+def _converted_dir(canon: str) -> Path:
+    return cache_dir() / "models" / canon
+
+
 def needs_conversion(name: str) -> bool:
     """Whether :func:`resolve_model` would convert a packaged GGUF for ``name`` (not in the cache yet)."""
     canon = canonical_name(name)
     pkg = PACKAGED.get(canon)
-    return bool(pkg is not None and pkg.gguf and not (cache_dir() / "models" / canon / "config.json").is_file())
+    return bool(pkg is not None and pkg.gguf and not (_converted_dir(canon) / "config.json").is_file())
 
 
 def _convert_split(pkg: PackagedModel, target: Path, progress: bool) -> None:
