@@ -6,7 +6,8 @@
    actors; for batches of 1 and 32 queries (k=10): p50 of the whole sharded search, of the slowest
    shard's own search (timed inside its actor), of the merge alone (``merge_topk``), the difference
    (scatter + gather + merge), and of empty calls to every shard actor (Ray's own round trip),
-   against the unsplit index searched in this process.
+   against the unsplit index searched in this process; scattered through the Ray Compiled Graph
+   (the default) and through ordinary actor calls (``compiled=False``).
 2. Embedding: the first ``--passages`` Wikipedia summaries embedded with all-MiniLM-L6-v2 by the
    single-process build (torch's default threads, and 1 thread as each actor runs) and by
    ``build_index(ray=...)`` with 1 and 2 encoder actors (1 CPU each) on
@@ -62,6 +63,16 @@ def p50(xs: list[float]) -> float:
     return statistics.median(xs) * 1e3
 
 
+def idle_cpu(ray, actors, seconds: float = 2.0) -> float:
+    """Cores the shard actors use together while no query comes (busy-waiting shows here)."""
+    import psutil
+
+    procs = [psutil.Process(info["pid"]) for info in ray.get([a.info.remote() for a in actors])]
+    before = [sum(p.cpu_times()[:2]) for p in procs]
+    time.sleep(seconds)
+    return round(sum(sum(p.cpu_times()[:2]) - b for p, b in zip(procs, before)) / seconds, 2)
+
+
 def bench_search(args, tmp: Path) -> list[dict]:
     import ray
 
@@ -74,36 +85,43 @@ def bench_search(args, tmp: Path) -> list[dict]:
     split_index(folder, tmp / "set", args.shards)
     print(f"index + split of {args.n} vectors: {time.perf_counter() - t:.1f} s", flush=True)
     ray.init(num_cpus=args.shards, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    r = ShardedRetriever(None, tmp / "set", num_cpus=1)
     single = Index.load(folder)
     queries = clustered(256, args.dim, seed=1)
     rows = []
     try:
-        for batch in (1, 32):
-            total, slowest, merge, local, noop = [], [], [], [], []
-            for i in range(args.rounds):
-                q = queries[(i * batch) % 200:(i * batch) % 200 + batch]
-                t = time.perf_counter()
-                r.search_vectors(q, 10)
-                total.append(time.perf_counter() - t)
-                slowest.append(max(r.last_shard_seconds))
-                parts = [a.search.remote(q, 10) for a in r.actors]
-                parts = ray.get(parts)
-                t = time.perf_counter()
-                merge_topk(parts, 10)
-                merge.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                single.search(q, 10)
-                local.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                ray.get([a.ping.remote() for a in r.actors])
-                noop.append(time.perf_counter() - t)
-            rows.append({"batch": batch, "shards": args.shards, "sharded_p50_ms": p50(total),
-                         "slowest_shard_p50_ms": p50(slowest), "merge_p50_ms": p50(merge),
-                         "overhead_p50_ms": p50([a - b for a, b in zip(total, slowest)]),
-                         "ray_noop_calls_p50_ms": p50(noop), "unsplit_local_p50_ms": p50(local)})
+        for scatter in ("compiled", "calls"):
+            r = ShardedRetriever(None, tmp / "set", num_cpus=1, compiled=scatter == "compiled")
+            try:
+                for batch in (1, 32):
+                    total, slowest, merge, local, noop = [], [], [], [], []
+                    for i in range(args.rounds):
+                        q = queries[(i * batch) % 200:(i * batch) % 200 + batch]
+                        t = time.perf_counter()
+                        r.search_vectors(q, 10)
+                        total.append(time.perf_counter() - t)
+                        assert r.last_scatter == scatter, r.last_scatter
+                        slowest.append(max(r.last_shard_seconds))
+                        parts = [a.search.remote(q, 10) for a in r.actors]
+                        parts = ray.get(parts)
+                        t = time.perf_counter()
+                        merge_topk(parts, 10)
+                        merge.append(time.perf_counter() - t)
+                        t = time.perf_counter()
+                        single.search(q, 10)
+                        local.append(time.perf_counter() - t)
+                        t = time.perf_counter()
+                        ray.get([a.ping.remote() for a in r.actors])
+                        noop.append(time.perf_counter() - t)
+                    idle = idle_cpu(ray, r.actors)
+                    rows.append({"scatter": scatter, "batch": batch, "shards": args.shards,
+                                 "idle_actor_cpu": idle,
+                                 "sharded_p50_ms": p50(total), "slowest_shard_p50_ms": p50(slowest),
+                                 "merge_p50_ms": p50(merge),
+                                 "overhead_p50_ms": p50([a - b for a, b in zip(total, slowest)]),
+                                 "ray_noop_calls_p50_ms": p50(noop), "unsplit_local_p50_ms": p50(local)})
+            finally:
+                r.close()
     finally:
-        r.close()
         ray.shutdown()
     return rows
 
@@ -165,7 +183,7 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--passages", type=int, default=2000)
-    ap.add_argument("--skip-embed", action="store_true")
+    ap.add_argument("--skip-embed", action="store_true", help="keep the embedding rows of the last results file")
     ap.add_argument("--skip-search", action="store_true", help="keep the search rows of the last results file")
     args = ap.parse_args()
     os.environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parent.parent / "src"))
@@ -179,7 +197,13 @@ def main() -> None:
         else:
             search_rows = bench_search(args, Path(d))
         print(table(search_rows, f"sharded Flat search, {args.n} x {args.dim}, k=10 (ms)"), flush=True)
-        embed_rows = [] if args.skip_embed else bench_embed(args, Path(d))
+        if args.skip_embed:  # keep the embedding rows of the last run
+            import json
+
+            last = Path(__file__).resolve().parent / "results" / "ray.json"
+            embed_rows = json.loads(last.read_text())["embedding"] if last.is_file() else []
+        else:
+            embed_rows = bench_embed(args, Path(d))
     if embed_rows:
         print(table(embed_rows, f"embedding {args.passages} Wikipedia summaries with all-MiniLM-L6-v2"))
     load_after = os.getloadavg()

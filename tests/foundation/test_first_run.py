@@ -122,6 +122,32 @@ def test_progress_callback_and_plain_lines(tmp_path, tiny_encoder_dir):
     assert len(lines) == 2
 
 
+def test_time_left_follows_work_and_recent_rate():
+    """Longest passages first: texts get cheaper as the run goes on, so an estimate by texts/s is
+    far too long at first; by tokens it is right. A rate that doubles half-way (a second thread freed)
+    shows in the estimate within the window."""
+    from unirag.progress import Progress
+
+    now = [0.0]
+    costs = [100 - i for i in range(100)]  # 100 texts, 100 tokens down to 1; 10 tokens/s throughout
+    p = Progress(100, "embedding corpus", display="none", clock=lambda: now[0], window_s=30)
+    p.expect(100, sum(costs))
+    for c in costs[:20]:
+        now[0] += c / 10
+        p.update(1, work=c)
+    left = sum(costs[20:]) / 10
+    assert p.eta_s() == pytest.approx(left, rel=1e-6)
+    assert (100 - 20) / (20 / now[0]) > 2 * left  # what texts/s alone would say
+
+    now[0] = 0.0  # a rate that doubles at t=60: after 30 s more the estimate uses the new rate only
+    q = Progress(10_000, "embedding corpus", display="none", clock=lambda: now[0], window_s=30)
+    q.expect(5_000, 5_000.0)  # half announced, at 1 token each; the rest assumed alike
+    for t in range(1, 91):
+        now[0] = float(t)
+        q.update(10 if t <= 60 else 20, work=10 if t <= 60 else 20)
+    assert q.eta_s() == pytest.approx((10_000 - q.done) / 20, rel=1e-6)
+
+
 def test_cli_build_threads_int8(tmp_path, tiny_encoder_dir):
     from tests.foundation.test_cli import run
 

@@ -252,6 +252,8 @@ class Encoder:
             from unirag.progress import Progress
 
             bar = Progress(n, desc, unit="texts")
+        if tokens is not None and hasattr(bar, "expect"):  # the time left follows tokens, not texts
+            bar.expect(n, sum(lengths))
         was_training = self.model.training
         self.model.eval()
         with torch_threads(threads) if threads else contextlib.nullcontext(), torch.inference_mode():
@@ -264,7 +266,10 @@ class Encoder:
                     vecs = self._forward(self.tokenizer.pad(rows, return_tensors="pt"))
                 out[idx] = vecs.float().cpu().numpy()
                 if bar is not None:
-                    bar.update(len(idx))
+                    if tokens is not None and hasattr(bar, "expect"):
+                        bar.update(len(idx), work=sum(lengths[i] for i in idx))
+                    else:
+                        bar.update(len(idx))
         if own_bar:
             bar.close()
         self.model.train(was_training)
