@@ -17,49 +17,62 @@ def _passages():
     return [Passage(id=p["id"], title=p["title"], text=p["text"]) for p in PASSAGES]
 
 
-def test_threads_setting_honoured_and_restored(tmp_path, tiny_encoder_dir, monkeypatch):
+def _spy_threads(monkeypatch, seen: list) -> None:
+    """Record the threads each corpus embedding call runs on: torch's for the torch encoder, the
+    session's for the ONNX Runtime one."""
     import torch
 
     from unirag.models.encoder import Encoder
+    from unirag.models.onnx_encoder import OnnxEncoder
+
+    for cls, threads in ((Encoder, lambda self: torch.get_num_threads()), (OnnxEncoder, lambda self: self.threads)):
+        def spy(self, *a, _orig=cls.encode, _threads=threads, **kw):
+            seen.append((type(self).__name__, _threads(self)))
+            return _orig(self, *a, **kw)
+
+        monkeypatch.setattr(cls, "encode", spy)
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_threads_setting_honoured_and_restored(tmp_path, tiny_encoder_dir, monkeypatch, runtime):
+    import torch
+
     from unirag.retrieval import build_index
 
+    monkeypatch.setenv("UNIRAG_ONNX", "1" if runtime == "onnx" else "0")
+    monkeypatch.setenv("UNIRAG_CACHE", str(tmp_path / "cache"))
+    kind = "OnnxEncoder" if runtime == "onnx" else "Encoder"
     seen = []
-    orig = Encoder.encode
-
-    def spy(self, *a, **kw):
-        seen.append(torch.get_num_threads())
-        return orig(self, *a, **kw)
-
-    monkeypatch.setattr(Encoder, "encode", spy)
+    _spy_threads(monkeypatch, seen)
     before = torch.get_num_threads()
     want = 1 if before != 1 else 2
     build_index(_passages(), tmp_path / "ix", encoder=str(tiny_encoder_dir), bm25=False, progress=False, threads=want)
-    assert seen == [want]
+    assert seen == [(kind, want)]
     assert torch.get_num_threads() == before
     # HNSW builds hold FAISS (one OpenMP runtime with torch) to one thread while adding, not while embedding
     seen.clear()
     build_index(_passages(), tmp_path / "hnsw", encoder=str(tiny_encoder_dir), factory="HNSW8", bm25=False,
                 progress=False, threads=want)
-    assert seen == [want] and torch.get_num_threads() == before
+    assert seen == [(kind, want)] and torch.get_num_threads() == before
 
 
-def test_threads_default_is_every_available_core(tmp_path, tiny_encoder_dir, monkeypatch):
-    import torch
-
-    from unirag.models.encoder import Encoder, cores_available
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_threads_default_is_every_available_core(tmp_path, tiny_encoder_dir, monkeypatch, runtime):
+    from unirag.models.encoder import cores_available
     from unirag.retrieval import BuildConfig, build_index
 
+    monkeypatch.setenv("UNIRAG_ONNX", "1" if runtime == "onnx" else "0")
+    monkeypatch.setenv("UNIRAG_CACHE", str(tmp_path / "cache"))
     seen = []
-    orig = Encoder.encode
-    monkeypatch.setattr(Encoder, "encode", lambda self, *a, **kw: (seen.append(torch.get_num_threads()),
-                                                                   orig(self, *a, **kw))[1])
+    _spy_threads(monkeypatch, seen)
     monkeypatch.delenv("UNIRAG_THREADS", raising=False)
     build_index(_passages(), tmp_path / "ix", encoder=str(tiny_encoder_dir), bm25=False, progress=False)
     build_index(_passages(), tmp_path / "ix2", encoder=str(tiny_encoder_dir), bm25=False, progress=False,
                 config=BuildConfig(threads=1))
     monkeypatch.setenv("UNIRAG_THREADS", "1")   # jobs side by side: every build without a count takes it
     build_index(_passages(), tmp_path / "ix3", encoder=str(tiny_encoder_dir), bm25=False, progress=False)
-    assert seen == [cores_available(), 1, 1]
+    assert [t for _, t in seen] == [cores_available(), 1, 1]
+    assert {k for k, _ in seen} == {"OnnxEncoder" if runtime == "onnx" else "Encoder"}
     with pytest.raises(Exception, match="threads"):
         BuildConfig(threads=-1).validate()
     with pytest.raises(Exception, match="encoder_dtype"):
@@ -207,13 +220,16 @@ def test_batch_tokens_option_and_config(tmp_path, tiny_encoder_dir):
     assert ok["count"] == len(PASSAGES)
 
 
-def test_first_index_build_gives_a_core_to_the_generator_conversion(tmp_path, tiny_encoder_dir, monkeypatch):
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_first_index_build_gives_a_core_to_the_generator_conversion(tmp_path, tiny_encoder_dir, monkeypatch, runtime):
     import torch
 
     import unirag.data.wiki as wiki
     import unirag.retrieval.build as build
     from unirag.models.encoder import Encoder
+    from unirag.models.onnx_encoder import OnnxEncoder
 
+    monkeypatch.setenv("UNIRAG_ONNX", "1" if runtime == "onnx" else "0")
     monkeypatch.setenv("UNIRAG_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("UNIRAG_THREADS", "2")
     many = [Passage(id=f"p{i}", title=f"T{i}", text=" ".join(["word"] * (5 + i % 7))) for i in range(40)]
@@ -232,13 +248,22 @@ def test_first_index_build_gives_a_core_to_the_generator_conversion(tmp_path, ti
     started = []
     monkeypatch.setattr(build, "_convert_in_background", lambda name, progress: started.append(name) or Child())
     seen = []
-    orig = Encoder._forward
+    if runtime == "torch":
+        orig = Encoder._forward
 
-    def spy(self, batch):
-        seen.append(torch.get_num_threads())
-        return orig(self, batch)
+        def spy(self, batch):
+            seen.append(torch.get_num_threads())
+            return orig(self, batch)
 
-    monkeypatch.setattr(Encoder, "_forward", spy)
+        monkeypatch.setattr(Encoder, "_forward", spy)
+    else:  # every batch runs on a session of the encoder's threads at that moment
+        orig_run = OnnxEncoder._run
+
+        def spy_run(self, encs):
+            seen.append(self.threads)
+            return orig_run(self, encs)
+
+        monkeypatch.setattr(OnnxEncoder, "_run", spy_run)
     monkeypatch.setattr(build, "DEFAULT_BATCH_TOKENS", 40)  # several batches of a few passages
     before = torch.get_num_threads()
     path = build.ensure_default_index(encoder=str(tiny_encoder_dir), progress=False, convert="qwen")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -234,46 +234,66 @@ class Encoder:
         import torch
 
         n = len(texts)
-        out = np.zeros((n, self.dim), dtype=np.float32)
-        if n == 0:
-            return out
         budget = self.batch_tokens if batch_tokens is None else int(batch_tokens)
-        if sort_by_length:
-            tokens = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
-            lengths = [len(ids) for ids in tokens["input_ids"]]  # as token_counts, from the one tokenisation
-            order = np.argsort([-x for x in lengths], kind="stable")
-            batches = token_batches([lengths[i] for i in order], batch_size, budget)
-        else:
-            tokens = None
-            order = np.arange(n)
-            batches = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-        own_bar = bar is None and progress
-        if own_bar:
-            from unirag.progress import Progress
+        tokens = self.tokenizer(list(texts), truncation=True, max_length=self.max_length) if sort_by_length and n else None
 
-            bar = Progress(n, desc, unit="texts")
-        if tokens is not None and hasattr(bar, "expect"):  # the time left follows tokens, not texts
-            bar.expect(n, sum(lengths))
+        def run(idx: np.ndarray) -> np.ndarray:
+            if tokens is None:
+                vecs = self.embed([texts[i] for i in idx])
+            else:
+                vecs = self._forward(self.tokenizer.pad([{k: v[i] for k, v in tokens.items()} for i in idx],
+                                                        return_tensors="pt"))
+            return vecs.float().cpu().numpy()
+
+        lengths = [len(ids) for ids in tokens["input_ids"]] if tokens is not None else None
         was_training = self.model.training
         self.model.eval()
-        with torch_threads(threads) if threads else contextlib.nullcontext(), torch.inference_mode():
-            for start, stop in batches:
-                idx = order[start:stop]
-                if tokens is None:
-                    vecs = self.embed([texts[i] for i in idx])
-                else:
-                    rows = [{k: v[i] for k, v in tokens.items()} for i in idx]
-                    vecs = self._forward(self.tokenizer.pad(rows, return_tensors="pt"))
-                out[idx] = vecs.float().cpu().numpy()
-                if bar is not None:
-                    if tokens is not None and hasattr(bar, "expect"):
-                        bar.update(len(idx), work=sum(lengths[i] for i in idx))
-                    else:
-                        bar.update(len(idx))
+        try:
+            with torch_threads(threads) if threads else contextlib.nullcontext(), torch.inference_mode():
+                return embed_in_batches(n, self.dim, run, lengths, batch_size, budget, bar=bar, progress=progress,
+                                        desc=desc)
+        finally:
+            self.model.train(was_training)
+
+
+def embed_in_batches(n: int, dim: int, run: Callable[[np.ndarray], np.ndarray], lengths: list[int] | None,
+                     batch_size: int, budget: int, bar=None, progress: bool = False,
+                     desc: str = "embedding") -> np.ndarray:
+    """``[n, dim]`` float32 vectors, ``run(rows)`` embedding each batch of input rows.
+
+    With ``lengths`` (token counts) the rows go longest first in :func:`token_batches` (little
+    padding), and a :class:`unirag.progress.Progress` ``bar`` is told the tokens (its time left then
+    follows the work); without, batches of ``batch_size`` in input order. ``bar``: an open progress
+    object with ``update(n)`` (or ``progress``: a new one, closed at the end)."""
+    out = np.zeros((n, dim), dtype=np.float32)
+    if n == 0:
+        return out
+    if lengths is not None:
+        order = np.argsort([-x for x in lengths], kind="stable")
+        batches = token_batches([lengths[i] for i in order], batch_size, budget)
+    else:
+        order = np.arange(n)
+        batches = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    own_bar = bar is None and progress
+    if own_bar:
+        from unirag.progress import Progress
+
+        bar = Progress(n, desc, unit="texts")
+    by_work = lengths is not None and hasattr(bar, "expect")
+    if by_work:
+        bar.expect(n, sum(lengths))
+    try:
+        for start, stop in batches:
+            idx = order[start:stop]
+            out[idx] = run(idx)
+            if by_work:
+                bar.update(len(idx), work=sum(lengths[i] for i in idx))
+            elif bar is not None:
+                bar.update(len(idx))
+    finally:
         if own_bar:
             bar.close()
-        self.model.train(was_training)
-        return out
+    return out
 
 
 def token_batches(lengths: list[int], batch_size: int, budget: int) -> list[tuple[int, int]]:

@@ -170,11 +170,14 @@ def build_index(
                     base = split_dtype(encoder)[0]
                     encoder = base + INT8_SUFFIX if encoder_dtype == "int8" else base
                 encoder_spec = encoder  # what Ray actors load: the name, or the embedding function itself
-                if isinstance(encoder, str):
-                    from unirag.models.encoder import Encoder
+                if isinstance(encoder, str):  # float32: on ONNX Runtime where it can be (unirag.models.onnx_encoder)
+                    from unirag.models.onnx_encoder import corpus_encoder
 
-                    encoder = Encoder.from_pretrained(encoder, batch_tokens=(
-                        DEFAULT_BATCH_TOKENS if batch_tokens is None else batch_tokens))
+                    encoder = corpus_encoder(encoder, DEFAULT_BATCH_TOKENS if batch_tokens is None else batch_tokens)
+                if hasattr(encoder, "session"):  # ONNX Runtime's threads are the session's, not torch's
+                    from unirag.models.encoder import default_threads
+
+                    encoder.threads = int(threads) if threads else default_threads()
                 index = Index(encoder.dim, factory, "ip")
                 m = index.manifest
                 m.encoder = encoder.name
@@ -256,17 +259,24 @@ def ensure_default_index(encoder: str = DEFAULT_ENCODER, factory: str = "Flat", 
             )
         n = int(threads) if threads else default_threads()
         child = _convert_in_background(convert, progress) if convert and n >= 2 else None
+        from unirag.models.encoder import INT8_SUFFIX
+        from unirag.models.onnx_encoder import corpus_encoder
+
+        enc = corpus_encoder(encoder + (INT8_SUFFIX if DEFAULT_ENCODER_DTYPE == "int8" else ""), DEFAULT_BATCH_TOKENS)
         on_progress = None
         if child is not None:
             import torch
 
             def on_progress(done: int, total: int) -> None:  # after every batch, in the embedding thread
-                torch.set_num_threads(n - 1 if child.poll() is None else n)
+                k = n - 1 if child.poll() is None else n
+                if hasattr(enc, "session"):
+                    enc.threads = k  # the next batch runs on a session of k threads
+                else:
+                    torch.set_num_threads(k)
 
         try:
-            build_index(wiki_passages(), path, encoder=encoder, factory=factory, progress=progress,
-                        threads=n - 1 if child is not None else n, encoder_dtype=DEFAULT_ENCODER_DTYPE,
-                        on_progress=on_progress)
+            build_index(wiki_passages(), path, encoder=enc, factory=factory, progress=progress,
+                        threads=n - 1 if child is not None else n, on_progress=on_progress)
         finally:
             if child is not None:
                 child.wait()  # its result is checked by the caller's resolve_model (converted, or again here)

@@ -21,7 +21,7 @@ class DenseRetriever:
 
     ``encoder`` is the embedding function of the index (a sentence encoder, or a OneGen model's
     :class:`~unirag.onegen.docindex.OneGenEncoder`); queries use its ``encode_queries`` when it
-    has one, else ``encode``. An :class:`~unirag.models.onnx_query.OnnxQueryEncoder` embeds the
+    has one, else ``encode``. An :class:`~unirag.models.onnx_encoder.OnnxEncoder` embeds the
     queries without torch; ``encoder`` then loads the torch encoder on first use (to embed
     passages or count tokens)."""
 
@@ -48,9 +48,9 @@ class DenseRetriever:
 
     @encoder.setter
     def encoder(self, encoder) -> None:
-        from unirag.models.onnx_query import OnnxQueryEncoder
+        from unirag.models.onnx_encoder import OnnxEncoder
 
-        onnx = isinstance(encoder, OnnxQueryEncoder)
+        onnx = isinstance(encoder, OnnxEncoder)
         self._queries = encoder if onnx else None
         self._encoder = None if onnx else encoder
 
@@ -96,7 +96,7 @@ class DenseRetriever:
             if index.manifest.encoder_info.get("kind") == "onegen":
                 raise IndexMismatchError(f"{path} holds a OneGen model's vectors: open it with the onegen engine "
                                          "(its queries come from the model itself)")
-            from unirag.models.onnx_query import query_encoder
+            from unirag.models.onnx_encoder import query_encoder
 
             encoder = query_encoder(index.manifest.encoder)
         elif isinstance(encoder, str):

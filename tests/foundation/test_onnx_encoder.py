@@ -28,34 +28,36 @@ def cache(tmp_path, monkeypatch):
 
 def test_export_gives_the_torch_vectors(cache, tiny_encoder_dir):
     from unirag.models.encoder import Encoder
-    from unirag.models.onnx_query import OnnxQueryEncoder, export, export_dir
+    from unirag.models.onnx_encoder import OnnxEncoder, export, export_dir
 
     enc = Encoder.from_pretrained(str(tiny_encoder_dir))
     path = export(enc, tiny_encoder_dir)
     assert path == export_dir(tiny_encoder_dir) and path.is_relative_to(cache)
-    onnx = OnnxQueryEncoder(path)
+    onnx = OnnxEncoder(path)
     assert (onnx.name, onnx.dim, onnx.info()) == (enc.name, enc.dim, enc.info())
     want = enc.encode(QUERIES, sort_by_length=False)
     got = onnx.encode(QUERIES, batch_size=2)
     np.testing.assert_allclose(got, want, atol=1e-5)  # float32 rounding of two kernels
     assert not np.allclose(got[0], got[1], atol=1e-3)  # distinct queries, distinct vectors
     ids = [e.ids for e in onnx.tokenizer.encode_batch(QUERIES)]
-    assert ids == enc.tokenizer(QUERIES, padding=True)["input_ids"]
+    assert ids == enc.tokenizer(QUERIES)["input_ids"]  # the same tokens (padding is per batch)
     assert export(Encoder.from_pretrained(str(tiny_encoder_dir), dtype="int8"), tiny_encoder_dir) is None
 
 
 def test_retriever_uses_the_export_once_made(cache, tmp_path, tiny_encoder_dir, monkeypatch):
     from unirag.models.encoder import Encoder
-    from unirag.models.onnx_query import OnnxQueryEncoder
+    from unirag.models.onnx_encoder import OnnxEncoder
     from unirag.retrieval import build_index
     from unirag.retrieval.dense import DenseRetriever
 
+    monkeypatch.setenv("UNIRAG_ONNX", "0")  # a torch build: no export yet
     ix = build_index([Passage(id=p["id"], title=p["title"], text=p["text"]) for p in PASSAGES], tmp_path / "ix", encoder=str(tiny_encoder_dir),
                      bm25=False, progress=False)
+    monkeypatch.setenv("UNIRAG_ONNX", "1")
     first = DenseRetriever.load(ix)  # torch; exports for the next process
     assert isinstance(first._queries or first.encoder, Encoder)
     second = DenseRetriever.load(ix)
-    assert isinstance(second._queries, OnnxQueryEncoder)
+    assert isinstance(second._queries, OnnxEncoder)
     a, b = first.search(QUERIES, 3), second.search(QUERIES, 3)
     assert a.ids == b.ids
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
@@ -72,3 +74,40 @@ def test_retriever_uses_the_export_once_made(cache, tmp_path, tiny_encoder_dir, 
                          env={**__import__("os").environ, "UNIRAG_ONNX": "1"}, check=True).stdout
     seen = json.loads(out.strip().splitlines()[-1])
     assert seen == {"ids": a.ids[0], "torch": False}
+
+
+def test_corpus_on_onnx_runtime_equals_torch(cache, tmp_path, tiny_encoder_dir, monkeypatch):
+    """An index built on ONNX Runtime (the default where it is installed) holds the torch build's
+    vectors to float32 rounding, in the same rows, with the same manifest encoder; the ONNX path
+    batches and reports progress as the torch one does."""
+    from unirag.index.vector import Index
+    from unirag.models.encoder import Encoder
+    from unirag.models.onnx_encoder import OnnxEncoder, corpus_encoder
+    from unirag.progress import Progress
+    from unirag.retrieval import build_index
+
+    many = [Passage(id=f"{p['id']}-{i}", title=p["title"], text=p["text"] + " more" * (i * 7 % 40))
+            for i in range(8) for p in PASSAGES]
+    enc = corpus_encoder(str(tiny_encoder_dir), batch_tokens=64)
+    assert isinstance(enc, OnnxEncoder) and enc.batch_tokens == 64
+    built = {}
+    for flag in ("1", "0"):
+        monkeypatch.setenv("UNIRAG_ONNX", flag)
+        built[flag] = Index.load(build_index(many, tmp_path / f"ix{flag}", encoder=str(tiny_encoder_dir), bm25=False,
+                                             progress=False, batch_size=5, batch_tokens=64))
+    a, b = built["1"], built["0"]
+    assert a.manifest.encoder == b.manifest.encoder and a.manifest.encoder_info == b.manifest.encoder_info
+    va, vb = a.reconstruct(np.arange(len(many))), b.reconstruct(np.arange(len(many)))
+    np.testing.assert_allclose(va, vb, atol=1e-5)
+    assert not np.allclose(va[0], va[1], atol=1e-3)
+
+    texts = [p.contents for p in many]
+    bar = Progress(len(texts), "embedding", display="none")
+    got = enc.encode(texts, batch_size=5, bar=bar, threads=1)
+    np.testing.assert_allclose(got, va, atol=1e-5)
+    assert bar.done == len(texts) and bar.work_done == sum(enc.token_counts(texts)) == bar.work_expected
+    assert enc.threads != 1 or enc.session is enc._sessions[1]  # threads of one call only
+    torch_enc = Encoder.from_pretrained(str(tiny_encoder_dir))
+    assert enc.token_counts(texts) == torch_enc.token_counts(texts)
+    monkeypatch.setenv("UNIRAG_ONNX", "0")
+    assert isinstance(corpus_encoder(str(tiny_encoder_dir)), Encoder)
