@@ -31,6 +31,7 @@ from unirag.serve.schemas import (AskRequest, ChatCompletionRequest, DocumentsRe
 
 log = logging.getLogger("unirag.serve")
 STATIC = Path(__file__).parent / "static"
+SEARCH_MAX_BATCH = 32  # /search requests one search may answer together
 Rags = dict[str, Any]
 Loader = Callable[[], Rags]
 
@@ -63,6 +64,9 @@ class State:
         self.error: str | None = None
         self.swap_lock = threading.Lock()
         self.started = time.time()
+        from unirag.serve.search_batch import SearchBatcher
+
+        self.searches = SearchBatcher(SEARCH_MAX_BATCH, lambda key, n: self.metrics.search_batch(key[0], n))
 
     # --- start-up and shutdown -------------------------------------------------------------
     def load(self) -> None:
@@ -323,7 +327,8 @@ def create_app(rags: Union[Rags, Loader, None] = None, config: ServeConfig | Non
         state.question_limit(req.query, "query")
         state.limit(req.k, config.max_k, "k", "max_k")
         rag = state.rags[name]
-        hits = rag.search(req.query, req.k)
+        k = req.k  # concurrent searches of one engine and k run as one batch (unirag.serve.search_batch)
+        hits = state.searches.search((name, k), req.query, lambda queries: rag.search(list(queries), k))
         return {"query": req.query, "engine": name, "index": rag.info().get("index", ""),
                 "hits": [h.to_dict() for h in hits]}
 

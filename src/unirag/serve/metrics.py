@@ -26,6 +26,8 @@ class Metrics:
         self.running = Gauge("unirag_running_requests", "Requests decoding now", ["engine"], registry=r)
         self.batch_size = Histogram("unirag_batch_size", "Requests decoded together", ["engine"],
                                     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=r)
+        self.search_batch_size = Histogram("unirag_search_batch_size", "/search requests answered by one search",
+                                           ["engine"], buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32), registry=r)
         self.rejected = Counter("unirag_rejected_requests", "Requests refused because a queue was full",
                                 ["engine"], registry=r)
         self.cancelled = Counter("unirag_cancelled_requests", "Requests cancelled (client gone or timeout)",
@@ -44,6 +46,10 @@ class Metrics:
     def batch(self, engine: str, size: int) -> None:
         """Record the size of a batch the worker starts."""
         self.batch_size.labels(engine).observe(size)
+
+    def search_batch(self, engine: str, size: int) -> None:
+        """Record how many /search requests one search answers."""
+        self.search_batch_size.labels(engine).observe(size)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Record one finished HTTP request."""
