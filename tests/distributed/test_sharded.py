@@ -25,7 +25,7 @@ def split(tmp_path_factory):
 def sharded(ray_session, split):
     from unirag.distributed.sharded import ShardedRetriever
 
-    r = ShardedRetriever(None, split[1], num_cpus=0.25, timeout=30, compiled=True)
+    r = ShardedRetriever(None, split[1], num_cpus=0.25, timeout=30)
     yield r
     r.close()
 
@@ -85,7 +85,6 @@ def test_sharded_flat_search_is_exact(split, sharded):
     assert res.ids == [whole.ids(r) for r in want_rows]
     assert [p.id for p in res.passages(0)] == res.ids[0]
     assert res.coverage == 1.0 and res.missing == ()
-    assert sharded.last_scatter == "compiled"  # through the compiled graph, not one task per shard
     assert len(sharded) == N and len(sharded.store) == N
     pid = res.ids[3][0]
     assert sharded.store.get(pid).id == pid and sharded.store.row_of(pid) == want_rows[3, 0]
@@ -100,29 +99,14 @@ def test_sharded_flat_search_is_exact(split, sharded):
     assert sharded.search_vectors(q[:2], N + 5).rows.shape == (2, N)
 
 
-def test_ordinary_calls_equal_the_compiled_graph(split, sharded, ray_session):
-    """Without ``compiled`` (the default) the scatter is one Ray task per shard: the same answers."""
+def test_bad_uri_options_are_named(split):
     from unirag.config.errors import UsageError
     from unirag.distributed.sharded import ShardedRetriever
 
-    q = _queries(12, seed=5)
-    want = sharded.search_vectors(q, K)
-    assert sharded.last_scatter == "compiled"
-    plain = ShardedRetriever(None, split[1], timeout=30, num_cpus=0.25)
-    try:
-        got = plain.search_vectors(q, K)
-        assert plain.last_scatter == "calls"
-        np.testing.assert_array_equal(got.rows, want.rows)
-        np.testing.assert_array_equal(got.scores, want.scores)
-        assert got.ids == want.ids
-    finally:
-        plain.close()
-    with pytest.raises(UsageError, match="compiled='maybe'"):
-        ShardedRetriever.open(f"ray://{split[1]}?compiled=maybe")
-    from unirag.distributed.sharded import URI_OPTIONS, parse_ray_uri
-
-    opts = parse_ray_uri(f"ray://{split[1]}?compiled=1")[2]
-    assert URI_OPTIONS["compiled"](opts["compiled"]) is True
+    with pytest.raises(UsageError, match="timeout='soon'"):
+        ShardedRetriever.open(f"ray://{split[1]}?timeout=soon")
+    with pytest.raises(UsageError, match="unknown option 'fast'"):
+        ShardedRetriever.open(f"ray://{split[1]}?fast=1")
 
 
 def test_killed_shard_fail_then_partial_then_restarted(split, ray_session):
@@ -137,16 +121,13 @@ def test_killed_shard_fail_then_partial_then_restarted(split, ray_session):
     index = Index.load(folder)
     q = _queries(8, seed=2)
     want_scores, want_rows = index.search(q, K)
-    sharded = ShardedRetriever(None, shard_dir, num_cpus=0.25, timeout=30, compiled=True)
+    sharded = ShardedRetriever(None, shard_dir, num_cpus=0.25, timeout=30)
     try:
-        assert sharded.search_vectors(q, K).rows.tolist() == want_rows.tolist()
-        assert sharded.last_scatter == "compiled"
         victim = sharded.actors[1]
         ray.kill(victim, no_restart=True)
         sharded.policy = "fail"
         with pytest.raises(ShardUnavailableError, match="policy 'fail'"):
             sharded.search_vectors(q, K)
-        assert sharded.last_scatter == "calls"  # the graph failed; ordinary calls applied the policy
 
         sharded.policy = "partial"
         res = sharded.search_vectors(q, K)
@@ -182,11 +163,8 @@ def test_ray_restarts_a_killed_shard_actor_which_serves_again(split, ray_session
     folder, shard_dir, _ = split
     want_scores, want_rows = Index.load(folder).search(_queries(8, seed=3), K)
     q = _queries(8, seed=3)
-    sharded = ShardedRetriever(None, shard_dir, num_cpus=0.25, timeout=10, policy="partial", compiled=True)
-    sharded.graph_retry_s = 0.0
+    sharded = ShardedRetriever(None, shard_dir, num_cpus=0.25, timeout=10, policy="partial")
     try:
-        sharded.search_vectors(q, K)
-        assert sharded.last_scatter == "compiled"
         victim = sharded.actors[0]
         pid = ray.get(victim.__ray_call__.remote(lambda self: __import__("os").getpid()))
         ray.kill(victim, no_restart=False)  # asynchronous: the old process may answer a moment longer
@@ -202,9 +180,6 @@ def test_ray_restarts_a_killed_shard_actor_which_serves_again(split, ray_session
                 pass
         assert sharded.actors[0] is victim  # the same handle: Ray restarted the actor, not the test
         res = sharded.search_vectors(q, K)
-        if sharded.last_scatter != "compiled":  # the first query after the restart may find the old graph
-            res = sharded.search_vectors(q, K)
-        assert sharded.last_scatter == "compiled"  # the graph was built again over the restarted actor
         assert res.coverage == 1.0 and res.missing == ()
         np.testing.assert_array_equal(res.rows, want_rows)
         np.testing.assert_allclose(res.scores, want_scores, rtol=0, atol=1e-6)

@@ -109,5 +109,8 @@ def test_corpus_on_onnx_runtime_equals_torch(cache, tmp_path, tiny_encoder_dir, 
     assert enc.threads != 1 or enc.session is enc._sessions[1]  # threads of one call only
     torch_enc = Encoder.from_pretrained(str(tiny_encoder_dir))
     assert enc.token_counts(texts) == torch_enc.token_counts(texts)
+    enc.threads = 2  # a build's threads hold for the build only
+    build_index(many[:4], tmp_path / "ix-t1", encoder=enc, bm25=False, progress=False, threads=1)
+    assert enc.threads == 2
     monkeypatch.setenv("UNIRAG_ONNX", "0")
     assert isinstance(corpus_encoder(str(tiny_encoder_dir)), Encoder)

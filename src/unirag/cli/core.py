@@ -34,7 +34,7 @@ def index_build(
     batch_size: int = typer.Option(64, help="Embedding batch size at most, in passages (batches are formed from length-sorted passages)."),
     batch_tokens: int = typer.Option(2048, "--batch-tokens", help="Embedding batch size at most, in padded tokens "
                                      "(small batches stay in a CPU's caches; raise it on a GPU); 0 = --batch-size only."),
-    threads: int = typer.Option(0, "--threads", help="Threads for embedding (torch and FAISS); 0 = every core this "
+    threads: int = typer.Option(0, "--threads", help="Threads for embedding (ONNX Runtime or torch, and FAISS); 0 = every core this "
                                 "process may use. Restored after the build."),
     int8: bool = typer.Option(False, "--int8/--fp32", help="Embed with a dynamically quantised int8 encoder "
                               "(faster on CPU, slightly different vectors). Recorded in the manifest "

@@ -11,15 +11,6 @@ Failure policy (``policy``): ``fail`` raises :class:`ShardUnavailableError` when
 ``coverage`` (fraction of passages searched) and ``missing`` (shard numbers) on the result and on the
 retriever (``last_coverage``). A dead actor is restarted by Ray from its shard folder
 (``max_restarts``) and serves again.
-
-With ``compiled=True`` (``?compiled=1``) the scatter goes through a Ray Compiled Graph: the query
-vectors reach every shard actor over shared-memory channels built once, instead of one Ray task per
-shard per query (scatter + gather + merge 2.1 ms instead of 5.6 ms over the slowest shard on 2 cores,
-``bench/bench_ray.py``). Its price: each shard actor then busy-waits for the next query, one core per
-actor even when idle, so it is for shard actors on cores of their own, not the default. When the
-graph cannot serve (an actor died, a timeout, a Ray client connection, which compiled graphs do not
-support), the query goes through ordinary actor calls, which apply the failure policy; the graph is
-built again once every actor answers.
 """
 
 from __future__ import annotations
@@ -218,8 +209,7 @@ class ShardSetIndex:
 # --- the retriever -----------------------------------------------------------------------------
 def parse_ray_uri(uri: str) -> tuple[str | None, str, dict[str, str]]:
     """``ray://[HOST:PORT]/PATH[?policy=partial&timeout=5]`` -> ``(address or None, path, options)``;
-    options: ``policy``, ``timeout``, ``num_cpus`` (per shard actor), ``max_restarts``, ``start_timeout``,
-    ``compiled`` (``1``: scatter through a Ray Compiled Graph).
+    options: ``policy``, ``timeout``, ``num_cpus`` (per shard actor), ``max_restarts``, ``start_timeout``.
 
     ``ray:///data/wiki-shards`` opens a shard set on ``$RAY_ADDRESS`` or a new local cluster;
     ``ray://head:10001/data/wiki-shards`` connects to that cluster (Ray client). A path that went
@@ -236,16 +226,7 @@ def parse_ray_uri(uri: str) -> tuple[str | None, str, dict[str, str]]:
     return None, "/" + body, opts
 
 
-def _flag(value: str) -> bool:
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{value!r} is not a yes/no value (use 1 or 0)")
-
-
-URI_OPTIONS = {"policy": str, "timeout": float, "num_cpus": float, "max_restarts": int, "start_timeout": float,
-               "compiled": _flag}
+URI_OPTIONS = {"policy": str, "timeout": float, "num_cpus": float, "max_restarts": int, "start_timeout": float}
 
 
 def is_sharded(path: str | os.PathLike) -> bool:
@@ -261,12 +242,11 @@ class ShardedRetriever:
     Open with :meth:`open`. ``policy``: ``fail`` or ``partial`` (see the module). ``timeout``: seconds a
     query waits for the shards (``None``: no limit). ``num_cpus``: per shard actor. ``max_restarts``:
     how often Ray restarts a dead shard actor from its folder (``-1``: always). ``start_timeout``:
-    seconds the actors may take to load their shards. ``compiled``: scatter through a Ray Compiled Graph
-    (lower latency; each shard actor busy-waits on a core of its own, see the module)."""
+    seconds the actors may take to load their shards."""
 
     def __init__(self, encoder, path: str | os.PathLike, *, policy: str = "fail", timeout: float | None = None,
                  address: str | bool | None = True, verify: bool = True, num_cpus: float = 1.0,
-                 max_restarts: int = -1, start_timeout: float = 120.0, compiled: bool = False):
+                 max_restarts: int = -1, start_timeout: float = 120.0):
         from unirag.config.errors import UsageError
         from unirag.distributed.cluster import connect, require_ray
 
@@ -280,16 +260,10 @@ class ShardedRetriever:
         self.num_cpus = num_cpus
         self.max_restarts = max_restarts
         self.start_timeout = start_timeout
-        self.compiled = compiled
         self.last_coverage = 1.0
         self.last_missing: tuple[int, ...] = ()
         self.last_shard_seconds: tuple[float | None, ...] = ()  # time each shard spent on the last search
         self._lock = threading.Lock()
-        self._graph_lock = threading.Lock()  # one execution of the compiled graph at a time
-        self._graph: tuple[Any, Any] | None = None  # (the actors it was built over, the compiled graph)
-        self._graph_after = 0.0  # monotonic time before which no new graph is tried (after a failure)
-        self.graph_retry_s = 5.0  # wait after a failed graph before building one again
-        self.last_scatter = ""  # how the last search reached the shards: "compiled" or "calls"
         import math
 
         n = int(read_shard_set(path)["n_shards"])  # a local cluster gets room for every shard actor
@@ -417,58 +391,6 @@ class ShardedRetriever:
                 out.append(None)
         return out
 
-    # --- the compiled scatter graph ------------------------------------------------------------
-    def _build_graph(self, actors: list):
-        """The compiled graph ``(qvecs, k, return_vectors, exclude) -> [shard answers]`` over ``actors``,
-        or ``None`` where it cannot be built (Ray client, an actor down: tried again later)."""
-        import time
-
-        if time.monotonic() < self._graph_after:
-            return None
-        try:
-            from ray.util.client import ray as client
-
-            if client.is_connected():  # compiled graphs need a driver on the cluster
-                self.compiled = False
-                return None
-            from ray.dag import InputNode, MultiOutputNode
-
-            self.ray.get([a.ping.remote() for a in actors], timeout=self.timeout or 10.0)  # all up?
-            with InputNode() as inp:
-                dag = MultiOutputNode([a.search.bind(inp[0], inp[1], inp[2], inp[3]) for a in actors])
-            return dag.experimental_compile()
-        except Exception:  # noqa: BLE001 - ordinary calls serve meanwhile
-            self._graph_after = time.monotonic() + self.graph_retry_s
-            return None
-
-    def _drop_graph(self) -> None:
-        graph, self._graph = self._graph, None
-        if graph is not None:
-            try:
-                graph[1].teardown()
-            except Exception:  # noqa: BLE001 - an actor is already gone
-                pass
-
-    def _compiled_search(self, actors: list, args: tuple) -> list | None:
-        """Per-shard answers through the compiled graph, or ``None``: no graph (see
-        :meth:`_build_graph`) or it failed, in which case it is torn down and the caller's ordinary
-        actor calls apply the failure policy."""
-        import time
-
-        with self._graph_lock:
-            if self._graph is None or self._graph[0] is not actors:
-                self._drop_graph()
-                graph = self._build_graph(actors)
-                if graph is None:
-                    return None
-                self._graph = (actors, graph)
-            try:
-                return list(self.ray.get(self._graph[1].execute(*args), timeout=self.timeout))
-            except Exception:  # noqa: BLE001 - dead actor, timeout, closed channel
-                self._drop_graph()
-                self._graph_after = time.monotonic() + self.graph_retry_s
-                return None
-
     def search_vectors(self, qvecs: np.ndarray, k: int = 10, return_vectors: bool = False,
                        exclude: Sequence[set[int]] | None = None) -> ShardedSearchResult:
         """Scatter ``qvecs`` ``[n, dim]`` to every shard, merge their top-``k``; rows are global rows
@@ -476,11 +398,8 @@ class ShardedRetriever:
         actors, store, _, info, counts, _ = self._parts
         qvecs = np.ascontiguousarray(qvecs, dtype=np.float32)
         ex = [set(int(r) for r in e) for e in exclude] if exclude and any(exclude) else None
-        outs = self._compiled_search(actors, (qvecs, k, return_vectors, ex)) if self.compiled else None
-        self.last_scatter = "compiled"
-        if outs is None:
-            self.last_scatter = "calls"
-            outs = self._gather([a.search.remote(qvecs, k, return_vectors, ex) for a in actors])
+        refs = [a.search.remote(qvecs, k, return_vectors, ex) for a in actors]
+        outs = self._gather(refs)
         missing = tuple(i for i, o in enumerate(outs) if o is None)
         parts = [o for o in outs if o is not None]
         if not parts:
@@ -536,9 +455,6 @@ class ShardedRetriever:
             self.verify = verify
             new = self._open(Path(path))
             old, self._parts = self._parts, new
-        with self._graph_lock:  # a graph over the old actors is torn down before they stop
-            if self._graph is not None and self._graph[0] is old[0]:
-                self._drop_graph()
         self._stop(old)
 
     def _stop(self, parts) -> None:
@@ -553,8 +469,6 @@ class ShardedRetriever:
         """Stop the shard actors (and the local cluster if this retriever started it)."""
         from unirag.distributed.cluster import disconnect
 
-        with self._graph_lock:
-            self._drop_graph()
         self._stop(self._parts)
         disconnect(self._started)
         self._started = False

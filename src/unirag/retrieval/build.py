@@ -28,7 +28,7 @@ DEFAULT_ENCODER_DTYPE = "float32"
 
 @dataclass
 class BuildConfig(ConfigBase):
-    """How :func:`build_index` embeds: ``threads`` (torch / FAISS threads while building; 0 = every
+    """How :func:`build_index` embeds: ``threads`` (embedding and FAISS threads while building; 0 = every
     core this process may use), ``encoder_dtype`` (``float32`` or ``int8``, recorded in the manifest
     so queries take the same path), ``batch_size`` (texts per batch at most) and ``batch_tokens``
     (padded tokens per batch at most, for an encoder given by name; 0: ``batch_size`` only)."""
@@ -114,7 +114,8 @@ def build_index(
     (``lock=False``: the caller holds it). ``registry``: a document registry written as
     ``sources.json`` (:mod:`unirag.index.registry`).
 
-    ``threads``: torch (and FAISS: one OpenMP runtime) threads while embedding, restored afterwards
+    ``threads``: embedding threads (ONNX Runtime's session for a float32 encoder given by name, else
+    torch's, which also sets FAISS's: one OpenMP runtime), restored afterwards
     (``None`` / 0: every core this process may use). ``encoder_dtype``: ``"float32"`` or ``"int8"``
     for an encoder given by name (the manifest records the encoder as ``NAME+int8``, so queries are
     embedded by the same path). ``batch_tokens``: padded tokens per batch at most for an encoder
@@ -174,7 +175,8 @@ def build_index(
                     from unirag.models.onnx_encoder import corpus_encoder
 
                     encoder = corpus_encoder(encoder, DEFAULT_BATCH_TOKENS if batch_tokens is None else batch_tokens)
-                if hasattr(encoder, "session"):  # ONNX Runtime's threads are the session's, not torch's
+                ort_threads = getattr(encoder, "threads", None) if hasattr(encoder, "session") else None
+                if ort_threads is not None:  # ONNX Runtime's threads are the session's, not torch's
                     from unirag.models.encoder import default_threads
 
                     encoder.threads = int(threads) if threads else default_threads()
@@ -203,6 +205,8 @@ def build_index(
                             index.add(vecs)
                 if bar is not None:
                     bar.close()
+                if ort_threads is not None:
+                    encoder.threads = ort_threads  # restored, as torch's are
             else:
                 index = None
                 m = Manifest(dim=0, factory="", metric="", count=len(store))
