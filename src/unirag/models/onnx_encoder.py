@@ -5,9 +5,10 @@ Queries: loading torch and transformers takes most of a warm ``unirag search`` (
 included, is exported once (with torch) into the cache, and later searches load only
 ``onnxruntime`` and ``tokenizers``.
 
-Corpora: ONNX Runtime's fused CPU kernels embed passages about 1.6 times as fast as torch on the same
-threads (``bench/bench_first_answer.py --only throughput``), so :func:`corpus_encoder` gives index builds
-this path. The vectors equal the torch encoder's to float32 rounding (tested). float32 encoders only;
+Corpora: ONNX Runtime embeds passages 1.8 times as fast as torch on the same 2 threads of an AMD CPU
+with AVX-512 (its MLAS kernels use AVX-512 where torch's BLAS runs AVX2 ones) and no slower on an
+AVX2-only one (``bench/bench_first_answer.py --only throughput``), so :func:`corpus_encoder` gives
+index builds this path. The vectors equal the torch encoder's to float32 rounding (tested). float32 encoders only;
 without ``onnxruntime`` installed, or with ``$UNIRAG_ONNX=0``, the torch encoder does both jobs.
 """
 
@@ -135,8 +136,8 @@ class OnnxEncoder:
             opts.intra_op_num_threads = n
             opts.inter_op_num_threads = 1
             opts.log_severity_level = 3
-            # idle threads sleep instead of spinning: the same corpus throughput here, and a server
-            # searching between generation steps keeps its cores (/search: 207 -> 254 q/s over HTTP)
+            # idle threads sleep instead of spinning: the same corpus throughput, and a server that
+            # searches between generation steps keeps its cores for generating
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._sessions[n] = ort.InferenceSession(str(self.path / "model.onnx"), opts,
                                                      providers=["CPUExecutionProvider"])
