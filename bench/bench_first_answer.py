@@ -89,7 +89,9 @@ def matmul_gflops(threads: int, n: int = 2048) -> dict:
 
     out = {}
     a, b = torch.randn(n, n), torch.randn(n, n)
-    with torch_threads_ctx(threads):
+    from unirag.models.encoder import torch_threads
+
+    with torch_threads(threads):
         a @ b
         ts = []
         for _ in range(5):
@@ -118,12 +120,6 @@ def matmul_gflops(threads: int, n: int = 2048) -> dict:
         ts.append(time.perf_counter() - t)
     out["onnxruntime"] = round(2 * n**3 / min(ts) / 1e9, 1)
     return out
-
-
-def torch_threads_ctx(threads: int):
-    from unirag.models.encoder import torch_threads
-
-    return torch_threads(threads)
 
 
 def throughput(args) -> dict:

@@ -259,9 +259,9 @@ def test_first_index_build_gives_a_core_to_the_generator_conversion(tmp_path, ti
     else:  # every batch runs on a session of the encoder's threads at that moment
         orig_run = OnnxEncoder._run
 
-        def spy_run(self, encs):
-            seen.append(self.threads)
-            return orig_run(self, encs)
+        def spy_run(self, encs, threads=None):
+            seen.append(threads or self.threads)
+            return orig_run(self, encs, threads)
 
         monkeypatch.setattr(OnnxEncoder, "_run", spy_run)
     monkeypatch.setattr(build, "DEFAULT_BATCH_TOKENS", 40)  # several batches of a few passages

@@ -6,9 +6,9 @@ included, is exported once (with torch) into the cache, and later searches load 
 ``onnxruntime`` and ``tokenizers``.
 
 Corpora: ONNX Runtime embeds passages 1.8 times as fast as torch on the same 2 threads of an AMD CPU
-with AVX-512 (its MLAS kernels use AVX-512 where torch's BLAS runs AVX2 ones) and no slower on an
-AVX2-only one (``bench/bench_first_answer.py --only throughput``), so :func:`corpus_encoder` gives
-index builds this path. The vectors equal the torch encoder's to float32 rounding (tested). float32 encoders only;
+with AVX-512 (its MLAS kernels use AVX-512 where torch's BLAS runs AVX2 ones;
+``bench/bench_first_answer.py --only throughput``), and a one-off probe on an AVX2-only one found it
+no slower, so :func:`corpus_encoder` gives index builds this path. The vectors equal the torch encoder's to float32 rounding (tested). float32 encoders only;
 without ``onnxruntime`` installed, or with ``$UNIRAG_ONNX=0``, the torch encoder does both jobs.
 """
 
@@ -128,7 +128,10 @@ class OnnxEncoder:
     @property
     def session(self) -> Any:
         """The ONNX Runtime session for the current ``threads``."""
-        n = max(1, int(self.threads))
+        return self._session(self.threads)
+
+    def _session(self, threads: int) -> Any:
+        n = max(1, int(threads))
         if n not in self._sessions:
             import onnxruntime as ort
 
@@ -151,8 +154,9 @@ class OnnxEncoder:
         """Tokens of each text as the encoder sees it (special tokens included, truncated)."""
         return [len(e.ids) for e in self.tokenizer.encode_batch(list(texts))]
 
-    def _run(self, encs: list) -> np.ndarray:
-        """Vectors of tokenised texts, padded to the longest of them."""
+    def _run(self, encs: list, threads: int | None = None) -> np.ndarray:
+        """Vectors of tokenised texts, padded to the longest of them, on ``threads`` (``None``: the
+        encoder's ``threads`` at this batch)."""
         width = max(len(e.ids) for e in encs)
         feed = {n: np.zeros((len(encs), width), dtype=np.int64) for n in ("input_ids", "attention_mask", "token_type_ids")}
         feed["input_ids"].fill(self.pad_id)
@@ -161,7 +165,7 @@ class OnnxEncoder:
             feed["input_ids"][r, :m] = e.ids
             feed["attention_mask"][r, :m] = 1
             feed["token_type_ids"][r, :m] = e.type_ids
-        return self.session.run(None, {k: feed[k] for k in self.inputs})[0]
+        return self._session(threads or self.threads).run(None, {k: feed[k] for k in self.inputs})[0]
 
     def encode(self, texts: list[str], batch_size: int = 64, sort_by_length: bool = True, progress: bool = False,
                desc: str = "embedding", bar=None, threads: int | None = None,
@@ -174,14 +178,8 @@ class OnnxEncoder:
         encs = self.tokenizer.encode_batch(list(texts))
         lengths = [len(e.ids) for e in encs] if sort_by_length else None
         budget = self.batch_tokens if batch_tokens is None else int(batch_tokens)
-        saved = self.threads
-        if threads:
-            self.threads = int(threads)
-        try:
-            return embed_in_batches(len(encs), self.dim, lambda idx: self._run([encs[i] for i in idx]), lengths,
-                                    batch_size, budget, bar=bar, progress=progress, desc=desc)
-        finally:
-            self.threads = saved
+        return embed_in_batches(len(encs), self.dim, lambda idx: self._run([encs[i] for i in idx], threads), lengths,
+                                batch_size, budget, bar=bar, progress=progress, desc=desc)
 
 
 def corpus_encoder(name: str, batch_tokens: int | None = None, threads: int | None = None) -> Any:

@@ -242,14 +242,13 @@ def default_index_dir(encoder: str = DEFAULT_ENCODER, factory: str = "Flat") -> 
 
 def ensure_default_index(encoder: str = DEFAULT_ENCODER, factory: str = "Flat", progress: bool = True,
                          threads: int | None = None, convert: str | None = None) -> Path:
-    """The default index folder, built on first use (about 5 minutes on 2 cores) and cached.
+    """The default index folder, built on first use (2-6 minutes on 2 cores, by CPU) and cached.
     ``threads``: embedding threads (default: :func:`unirag.models.encoder.default_threads`, i.e.
     ``$UNIRAG_THREADS``, else every available core).
 
     ``convert``: a packaged generator to convert meanwhile, when it is not in the cache yet. Its
     conversion runs on one core (numpy dequantisation) in a child process, so embedding gives up
-    one thread until it ends and then takes all of them again (on 2 cores the second embedding
-    thread adds about 13 passages/s, while the conversion takes about 70 s on its own)."""
+    one thread until it ends and then takes all of them again."""
     path = default_index_dir(encoder, factory)
     if not IndexFolder(path).exists():
         from unirag.data.wiki import wiki_passages
