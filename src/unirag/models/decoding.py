@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from unirag.models.kv_cache import new_cache
 from unirag.sampling_params import SamplingParams
 
 __all__ = ["Decoder", "DoneEvent", "EngineModel", "Event", "Output", "Retrieval", "RetrievalEvent",
@@ -273,11 +274,10 @@ class _Cache:
 
     def __init__(self, decoder: Any, pad: int, n: int, group_prefill: float = 1.5):
         import torch
-        from transformers import DynamicCache
 
         self.decoder, self.pad, self.group_prefill = decoder, pad, group_prefill
         self.dev = next(decoder.parameters()).device
-        self.cache = DynamicCache(config=decoder.config)
+        self.cache = new_cache(decoder.config)
         self.mask = torch.zeros((n, 0), dtype=torch.long)
         self.npos = torch.zeros(n, dtype=torch.long)
 
@@ -322,7 +322,6 @@ class _Cache:
         rows of very different lengths run apart rather than pay for padding to the widest. The
         groups' new columns are merged back (a row's columns past its own tokens are masked holes)."""
         import torch
-        from transformers import DynamicCache
 
         short = [b for b, f in enumerate(fed) if len(f) == 1]
         groups: list[list[int]] = []
@@ -341,8 +340,8 @@ class _Cache:
             last, subs = None, []
             for group in groups:
                 sel = torch.tensor(group, device=self.dev)
-                sub = DynamicCache(ddp_cache_data=[(lay.keys[sel], lay.values[sel]) for lay in self.cache.layers],
-                                   config=self.decoder.config) if cached else DynamicCache(config=self.decoder.config)
+                sub = new_cache(self.decoder.config,
+                                [(lay.keys[sel], lay.values[sel]) for lay in self.cache.layers] if cached else None)
                 h, _ = self._run(sub, self.mask[group], self.npos[group], [fed[b] for b in group])
                 if last is None:
                     last = h.new_empty((len(fed), h.shape[-1]))
@@ -357,7 +356,7 @@ class _Cache:
                     n = sub.layers[i].keys.shape[2]
                     keys[sel, :, :n], values[sel, :, :n] = sub.layers[i].keys, sub.layers[i].values
                 merged.append((keys, values))
-            self.cache = DynamicCache(ddp_cache_data=merged, config=self.decoder.config)
+            self.cache = new_cache(self.decoder.config, merged)
             step = torch.zeros((len(fed), width), dtype=torch.long)
             for b, f in enumerate(fed):
                 step[b, : len(f)] = 1
@@ -396,9 +395,7 @@ class _Cache:
         import torch
 
         if not keep:  # every row ended: an empty cache (rows may still join)
-            from transformers import DynamicCache
-
-            self.cache = DynamicCache(config=self.decoder.config)
+            self.cache = new_cache(self.decoder.config)
             self.mask, self.npos = self.mask[:0, :0], self.npos[:0]
             return
         sel = torch.tensor(keep)
