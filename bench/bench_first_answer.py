@@ -349,15 +349,17 @@ def main() -> None:
     ap.add_argument("--warm-rounds", type=int, default=3)
     ap.add_argument("--only", choices=["throughput", "batching", "onnx", "install", "convert", "fresh-ask", "warm"],
                     default=None)
+    ap.add_argument("--out", help="results file to merge into (default bench/results/first_answer.json; "
+                    "one per machine keeps each machine's figures)")
     args = ap.parse_args()
 
     steps = {"throughput": throughput, "batching": batching, "onnx": onnx, "install": install, "convert": convert,
              "fresh-ask": fresh_ask, "warm": warm}
     chosen = [args.only] if args.only else ["throughput"] + [s for s in ("convert", "fresh-ask", "warm")
                                                               if getattr(args, s.replace("-", "_"))]
-    path = RESULTS / "first_answer.json"
+    path = Path(args.out) if args.out else RESULTS / "first_answer.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
-    results["machine"] = {"cpus": os.cpu_count(), "affinity": len(os.sched_getaffinity(0))}
+    results["machine"] = {"cpus": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)), "cpu": cpu_model()}
     for step in chosen:
         print(f"[{step}] load average {Path('/proc/loadavg').read_text().split()[:3]}", flush=True)
         r = steps[step](args)

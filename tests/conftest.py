@@ -11,6 +11,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# corpora on ONNX Runtime, not on the runtime a timing race picks (tests/foundation/test_onnx_encoder.py
+# covers the race): the same runtime on every machine
+os.environ.setdefault("UNIRAG_ONNX", "1")
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ QUERIES = ["who wrote it", "a much longer query about the history of the passage
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("UNIRAG_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("UNIRAG_ONNX", raising=False)
+    monkeypatch.setenv("UNIRAG_ONNX", "1")
     return tmp_path / "cache"
 
 
@@ -115,3 +115,96 @@ def test_corpus_on_onnx_runtime_equals_torch(cache, tmp_path, tiny_encoder_dir, 
     assert enc.threads == 2
     monkeypatch.setenv("UNIRAG_ONNX", "0")
     assert isinstance(corpus_encoder(str(tiny_encoder_dir)), Encoder)
+
+
+def test_document_updates_embed_on_onnx_runtime(cache, tmp_path, tiny_encoder_dir, monkeypatch):
+    """Adding passages or files to a float32 index embeds them on ONNX Runtime without loading the
+    torch encoder: the same vectors to float32 rounding, and files cut into the same passages (the
+    ONNX encoder's tokenizer counts tokens as the transformers one does)."""
+    from unirag.index.vector import Index
+    from unirag.models import encoder as encoder_mod
+    from unirag.retrieval import build_index, update_index
+    from unirag.retrieval.dense import DenseRetriever
+    from unirag.retrieval.ingest import add_files
+
+    torch_enc = encoder_mod.Encoder.from_pretrained(str(tiny_encoder_dir))
+    ix = build_index([Passage(id=p["id"], title=p["title"], text=p["text"]) for p in PASSAGES[:3]], tmp_path / "ix",
+                     encoder=str(tiny_encoder_dir), bm25=False, progress=False)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    long = " ".join(f"{p['text']} Unusual-words like photosynthetic, Nile's and 1,234.5 appear." for p in PASSAGES * 6)
+    (docs / "a.txt").write_text(long)
+    (docs / "b.md").write_text("# Notes\n\n" + long[::-1])
+
+    def no_torch(*a, **k):
+        raise AssertionError("the torch encoder was loaded")
+
+    new = [Passage(id=p["id"] + "-new", title=p["title"], text=p["text"] + " again") for p in PASSAGES[3:]]
+    with monkeypatch.context() as m:
+        m.setattr(encoder_mod.Encoder, "from_pretrained", no_torch)
+        assert update_index(ix, add=new).added == len(new)
+        got = DenseRetriever.load(ix)
+        assert got.corpus_encoder is got._queries is not None  # what the engines hand to updates
+        hits = got.search([p.contents for p in new], 1)
+        onnx_files = add_files(tmp_path / "files-onnx", docs, encoder=str(tiny_encoder_dir), max_tokens=40)
+    assert [h[0] for h in hits.ids] == [p.id for p in new]
+    want = torch_enc.encode([p.contents for p in new], sort_by_length=False)
+    stored = Index.load(ix).reconstruct(np.arange(3, 3 + len(new)))  # appended rows, in order
+    np.testing.assert_allclose(stored, want, atol=1e-5)
+
+    monkeypatch.setenv("UNIRAG_ONNX", "0")
+    torch_files = add_files(tmp_path / "files-torch", docs, encoder=str(tiny_encoder_dir), max_tokens=40)
+    assert onnx_files.update.added == torch_files.update.added > 4
+    texts = {f: [p.text for p in DenseRetriever.load(tmp_path / f).store] for f in ("files-onnx", "files-torch")}
+    assert texts["files-onnx"] == texts["files-torch"]
+
+
+def test_auto_runtime_is_measured_once_per_cpu_and_threads(cache, tiny_encoder_dir, monkeypatch):
+    """``$UNIRAG_ONNX=auto`` (the default) embeds corpora on the runtime a timing race picked; the
+    choice is recorded beside the export per CPU model and thread count and read back without racing
+    again; a damaged record is measured again; ``0`` and ``1`` override it."""
+    from unirag.models import onnx_encoder as ox
+    from unirag.models.encoder import Encoder
+    from unirag.models.registry import cpu_model
+
+    monkeypatch.setenv("UNIRAG_ONNX", "auto")
+    races = []
+    real = ox.faster_runtime
+
+    def counted(*a, **k):
+        races.append(a[3])
+        return real(*a, **k)
+
+    monkeypatch.setattr(ox, "faster_runtime", counted)
+    first = ox.corpus_encoder(str(tiny_encoder_dir), threads=1)
+    record = ox.export_dir(tiny_encoder_dir) / "runtime.json"
+    seen = json.loads(record.read_text())[f"{cpu_model()}|1"]
+    assert seen["runtime"] in ("onnx", "torch") and set(seen["seconds"]) == {"onnx", "torch"}
+    assert isinstance(first, ox.OnnxEncoder if seen["runtime"] == "onnx" else Encoder)
+    for choice, kind in (("torch", Encoder), ("onnx", ox.OnnxEncoder)):  # the record decides, no new race
+        record.write_text(json.dumps({f"{cpu_model()}|1": {"runtime": choice}}))
+        monkeypatch.setattr(ox, "faster_runtime", real)
+        monkeypatch.setattr(ox.OnnxEncoder, "encode", lambda *a, **k: pytest.fail("raced again"))
+        assert isinstance(ox.corpus_encoder(str(tiny_encoder_dir), threads=1), kind)
+        monkeypatch.undo()
+        monkeypatch.setenv("UNIRAG_CACHE", str(cache))
+        monkeypatch.setenv("UNIRAG_ONNX", "auto")
+    record.write_text("{not json")
+    monkeypatch.setattr(ox, "faster_runtime", counted)
+    ox.corpus_encoder(str(tiny_encoder_dir), threads=1)
+    ox.corpus_encoder(str(tiny_encoder_dir), threads=2)  # another thread count: its own race
+    assert races == [1, 1, 2]
+    assert set(json.loads(record.read_text())) == {f"{cpu_model()}|1", f"{cpu_model()}|2"}
+    for flag, kind in (("0", Encoder), ("1", ox.OnnxEncoder)):
+        monkeypatch.setenv("UNIRAG_ONNX", flag)
+        assert isinstance(ox.corpus_encoder(str(tiny_encoder_dir), threads=1), kind)
+    assert races == [1, 1, 2]
+
+
+def test_cpu_model_names_the_vector_extensions(tmp_path):
+    from unirag.models.registry import cpu_model
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n"
+                    "processor\t: 1\nmodel name\t: AMD EPYC 9R14\n")
+    assert cpu_model(str(info)) == "AMD EPYC 9R14 avx2 avx512 bf16"

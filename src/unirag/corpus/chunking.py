@@ -34,27 +34,41 @@ _SENT_END = (".", "!", "?", ".\"", ".”", "!\"", "?\"", ".)", ":")
 
 
 class TokenCounter:
-    """Tokens per word of a text, from a Hugging Face tokenizer (``None``: one per word)."""
+    """Tokens per word of a text, from a Hugging Face tokenizer of transformers or of the
+    ``tokenizers`` library (what an ONNX encoder carries); ``None``: one per word. ``name`` names
+    the tokenizer in what the chunking records (default: the tokenizer's own name)."""
 
-    def __init__(self, tokenizer: Any = None):
+    def __init__(self, tokenizer: Any = None, name: str | None = None):
+        self.raw = type(tokenizer).__module__.startswith("tokenizers")
+        if self.raw:  # a copy that never truncates: whole documents are counted
+            from tokenizers import Tokenizer
+
+            tokenizer = Tokenizer.from_str(tokenizer.to_str())
+            tokenizer.no_truncation()
+            tokenizer.no_padding()
         self.tokenizer = tokenizer
         self.fast = bool(getattr(tokenizer, "is_fast", False))
+        self._name = name
 
     @property
     def name(self) -> str:
         """What counts tokens (the tokenizer's name, or ``words``)."""
         if self.tokenizer is None:
             return "words"
-        return str(getattr(self.tokenizer, "name_or_path", "") or type(self.tokenizer).__name__)
+        return self._name or str(getattr(self.tokenizer, "name_or_path", "") or type(self.tokenizer).__name__)
 
     def per_word(self, text: str, starts: Sequence[int]) -> np.ndarray:
         """Number of tokens of each word of ``text`` (words start at ``starts``)."""
         n = len(starts)
         if self.tokenizer is None or n == 0:
             return np.ones(n, dtype=np.int64)
-        if self.fast:
-            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-            tok_starts = [s for s, e in enc["offset_mapping"] if e > s]
+        if self.fast or self.raw:
+            if self.raw:
+                offsets = self.tokenizer.encode(text, add_special_tokens=False).offsets
+            else:
+                offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                                         verbose=False)["offset_mapping"]
+            tok_starts = [s for s, e in offsets if e > s]
             owner = np.searchsorted(np.asarray(starts), np.asarray(tok_starts, dtype=np.int64), side="right") - 1
             counts = np.bincount(owner[owner >= 0], minlength=n)
             return np.maximum(counts, 1)

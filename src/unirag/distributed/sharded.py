@@ -373,8 +373,13 @@ class ShardedRetriever:
             try:
                 return ray.get(refs, timeout=self.timeout)
             except (*down, GetTimeoutError) as exc:
-                for r in refs:
-                    ray.cancel(r)
+                # Free hung shards only. A dead shard's peers finish on their own, and cancelling a
+                # healthy actor's queued task can hold its next tasks back (Ray waits up to 30 s for
+                # the cancelled sequence number: ray-project/ray#50814, #60850)
+                if isinstance(exc, GetTimeoutError):
+                    _, late = ray.wait(refs, num_returns=len(refs), timeout=0)
+                    for r in late:
+                        ray.cancel(r)
                 raise ShardUnavailableError(f"a shard of {self.path} did not answer ({type(exc).__name__}); "
                                             f"policy 'fail' (use policy 'partial' to answer from the rest)") from exc
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.timeout)

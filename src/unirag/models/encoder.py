@@ -154,6 +154,9 @@ class Encoder:
             st_cfg = Path(folder) / "sentence_bert_config.json"
             if st_cfg.is_file():
                 max_length = json.loads(st_cfg.read_text()).get("max_seq_length", max_length)
+            positions = getattr(model.config, "max_position_embeddings", None)
+            if positions:  # a tokenizer saved with a larger model's limit must not overrun the positions
+                max_length = min(int(max_length), int(positions))
         if dtype == "int8":
             model = quantize_int8(model)
         return cls(model, tokenizer, saved.get("name", name), pooling, saved.get("normalize", normalize), max_length,

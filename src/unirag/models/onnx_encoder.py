@@ -5,11 +5,14 @@ Queries: loading torch and transformers takes most of a warm ``unirag search`` (
 included, is exported once (with torch) into the cache, and later searches load only
 ``onnxruntime`` and ``tokenizers``.
 
-Corpora: ONNX Runtime embeds passages 1.8 times as fast as torch on the same 2 threads of an AMD CPU
-with AVX-512 (its MLAS kernels use AVX-512 where torch's BLAS runs AVX2 ones;
-``bench/bench_first_answer.py --only throughput``), and a one-off probe on an AVX2-only one found it
-no slower, so :func:`corpus_encoder` gives index builds this path. The vectors equal the torch encoder's to float32 rounding (tested). float32 encoders only;
-without ``onnxruntime`` installed, or with ``$UNIRAG_ONNX=0``, the torch encoder does both jobs.
+Corpora: which runtime embeds passages faster depends on the CPU. On 2 threads of an AMD CPU
+with AVX-512, ONNX Runtime ran 1.8 times as fast as torch (its MLAS kernels use AVX-512 where
+torch's BLAS runs AVX2 ones); on an Intel Xeon with AVX-512 torch was 1.3 times as fast
+(``bench/bench_first_answer.py --only throughput``). So :func:`corpus_encoder` measures both once
+per machine, encoder and thread count (a few seconds, :func:`faster_runtime`) and builds with the
+faster. The vectors equal the torch encoder's to float32 rounding (tested). float32 encoders only;
+``$UNIRAG_ONNX``: ``auto`` (default), ``1`` (ONNX Runtime for corpora too), ``0`` (torch for
+queries and corpora); without ``onnxruntime`` installed the torch encoder does both jobs.
 """
 
 from __future__ import annotations
@@ -182,35 +185,114 @@ class OnnxEncoder:
                                 batch_size, budget, bar=bar, progress=progress, desc=desc)
 
 
+def setting() -> str:
+    """``$UNIRAG_ONNX`` as ``auto``, ``onnx`` or ``torch`` (``0``/``torch``: torch everywhere;
+    ``1``/``onnx``: ONNX Runtime for corpora as well as queries; anything else: ``auto``)."""
+    v = os.environ.get("UNIRAG_ONNX", "auto").strip().lower()
+    return {"0": "torch", "torch": "torch", "1": "onnx", "onnx": "onnx"}.get(v, "auto")
+
+
 def corpus_encoder(name: str, batch_tokens: int | None = None, threads: int | None = None) -> Any:
-    """The encoder that embeds a corpus for encoder ``name``: its ONNX export on ONNX Runtime
-    (exported now when not cached yet) for a float32 encoder in a local folder, else the torch
-    :class:`~unirag.models.encoder.Encoder`. ``$UNIRAG_ONNX=0`` keeps the torch encoder."""
+    """The encoder that embeds a corpus for encoder ``name`` on ``threads`` (``None``: every
+    core): for a float32 encoder in a local folder, its ONNX export on ONNX Runtime or the torch
+    :class:`~unirag.models.encoder.Encoder`, whichever :func:`faster_runtime` measured faster on
+    this machine (``$UNIRAG_ONNX`` overrides, see :func:`setting`); else the torch encoder."""
     from unirag.models.encoder import DEFAULT_BATCH_TOKENS, Encoder, split_dtype
     from unirag.models.registry import resolve_model
 
     batch_tokens = DEFAULT_BATCH_TOKENS if batch_tokens is None else int(batch_tokens)
     base, dtype = split_dtype(name)
-    if dtype != "float32" or os.environ.get("UNIRAG_ONNX", "1") == "0" or not available():
+    mode = setting()
+    if dtype != "float32" or mode == "torch" or not available():
         return Encoder.from_pretrained(name, batch_tokens=batch_tokens)
     folder = resolve_model(base)
     cached = export_dir(folder) if Path(folder).is_dir() else None
+    torch_enc = None
     if cached is not None and not (cached / "meta.json").is_file():
-        cached = export(Encoder.from_pretrained(name), folder)
+        torch_enc = Encoder.from_pretrained(name, batch_tokens=batch_tokens)
+        cached = export(torch_enc, folder)
     if cached is None:  # a hub id, or an encoder the exporter cannot trace
-        return Encoder.from_pretrained(name, batch_tokens=batch_tokens)
-    return OnnxEncoder(cached, spec=name, threads=threads, batch_tokens=batch_tokens)
+        return torch_enc or Encoder.from_pretrained(name, batch_tokens=batch_tokens)
+    onnx_enc = OnnxEncoder(cached, spec=name, threads=threads, batch_tokens=batch_tokens)
+    if mode == "onnx":
+        return onnx_enc
+    loaded: list[Any] = [torch_enc] if torch_enc is not None else []
+
+    def load_torch() -> Any:
+        if not loaded:
+            loaded.append(Encoder.from_pretrained(name, batch_tokens=batch_tokens))
+        return loaded[0]
+
+    return onnx_enc if faster_runtime(cached, onnx_enc, load_torch, onnx_enc.threads) == "onnx" else load_torch()
+
+
+RACE_TEXT = ("{i}. The river rises in the highlands and flows north through a wide valley, where towns grew "
+             "up around the mills of the nineteenth century; its lower course, navigable since Roman times, "
+             "carried grain, timber and stone to the coast, and the delta it forms is a protected wetland.")
+
+
+def race_texts(n: int = 40) -> list[str]:
+    """``n`` passages of 20 to 200 words (about 25 to 260 tokens, spread as a corpus of Wikipedia
+    leads is): which runtime wins depends on the length, short or long."""
+    words = " ".join(RACE_TEXT.format(i=i) for i in range(8)).split()
+    return [" ".join(words[i % 5: i % 5 + 20 + (i * 37) % 181]) for i in range(n)]
+
+
+def faster_runtime(export: Path, onnx_enc: Any, load_torch: Any, threads: int, rounds: int = 2) -> str:
+    """``onnx`` or ``torch``: which embeds passages faster with this encoder on this CPU and
+    ``threads`` threads. Measured once (:func:`race_texts` on each runtime, best of ``rounds``,
+    alternating, after a warm-up; a few seconds on 2 cores) and recorded in ``runtime.json``
+    beside the export, keyed by CPU model and thread count, so a cache moved to another machine
+    measures again."""
+    import time
+
+    from unirag.config.base import atomic_write_text
+    from unirag.models.encoder import torch_threads
+    from unirag.models.registry import cpu_model
+
+    record = export / "runtime.json"
+    key = f"{cpu_model()}|{threads}"
+    try:
+        known = json.loads(record.read_text())
+        if known.get(key, {}).get("runtime") in ("onnx", "torch"):
+            return known[key]["runtime"]
+    except (OSError, ValueError, AttributeError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    torch_enc = load_torch()
+    texts = race_texts()
+    runs = {"onnx": lambda t: onnx_enc.encode(t, threads=threads),
+            "torch": lambda t: torch_enc.encode(t, threads=threads)}
+    seconds: dict[str, list[float]] = {k: [] for k in runs}
+    with torch_threads(threads):
+        for run in runs.values():
+            run(texts[:8])  # warm-up: first-call allocations and kernel choices
+        for _ in range(rounds):
+            for k, run in runs.items():
+                t = time.perf_counter()
+                run(texts)
+                seconds[k].append(time.perf_counter() - t)
+    best = {k: min(v) for k, v in seconds.items()}
+    choice = "onnx" if best["onnx"] <= best["torch"] else "torch"
+    known[key] = {"runtime": choice, "seconds": best, "passages": len(texts), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+    try:
+        atomic_write_text(record, json.dumps(known, indent=1) + "\n")
+    except OSError:  # a read-only cache: measured again next time
+        pass
+    return choice
 
 
 def query_encoder(name: str) -> Any:
     """The encoder of an index for its queries: its ONNX export on ONNX Runtime when one is cached,
     else the torch :class:`~unirag.models.encoder.Encoder` (exported now for the next process, when
-    ``onnxruntime`` is installed). ``$UNIRAG_ONNX=0`` keeps the torch encoder."""
+    ``onnxruntime`` is installed). ``$UNIRAG_ONNX=0`` keeps the torch encoder (queries are short:
+    ONNX Runtime's lighter start wins on every CPU measured, so ``auto`` picks it here)."""
     from unirag.models.encoder import Encoder, split_dtype
     from unirag.models.registry import resolve_model
 
     base, dtype = split_dtype(name)
-    if dtype != "float32" or os.environ.get("UNIRAG_ONNX", "1") == "0" or not available():
+    if dtype != "float32" or setting() == "torch" or not available():
         return Encoder.from_pretrained(name)
     folder = resolve_model(base)
     if not Path(folder).is_dir():  # a hub id: no local weights to key an export by

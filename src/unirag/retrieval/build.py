@@ -174,7 +174,8 @@ def build_index(
                 if isinstance(encoder, str):  # float32: on ONNX Runtime where it can be (unirag.models.onnx_encoder)
                     from unirag.models.onnx_encoder import corpus_encoder
 
-                    encoder = corpus_encoder(encoder, DEFAULT_BATCH_TOKENS if batch_tokens is None else batch_tokens)
+                    encoder = corpus_encoder(encoder, DEFAULT_BATCH_TOKENS if batch_tokens is None else batch_tokens,
+                                             threads=int(threads) if threads else None)
                 ort_threads = getattr(encoder, "threads", None) if hasattr(encoder, "session") else None
                 if ort_threads is not None:  # ONNX Runtime's threads are the session's, not torch's
                     from unirag.models.encoder import default_threads
@@ -261,11 +262,13 @@ def ensure_default_index(encoder: str = DEFAULT_ENCODER, factory: str = "Flat", 
                 f"[bold]Building the default index[/] over 10,033 Wikipedia summaries into {path} (once)"
             )
         n = int(threads) if threads else default_threads()
-        child = _convert_in_background(convert, progress) if convert and n >= 2 else None
         from unirag.models.encoder import INT8_SUFFIX
         from unirag.models.onnx_encoder import corpus_encoder
 
-        enc = corpus_encoder(encoder + (INT8_SUFFIX if DEFAULT_ENCODER_DTYPE == "int8" else ""), DEFAULT_BATCH_TOKENS)
+        # the runtime is chosen (measured once per machine) on every thread, before the conversion takes one
+        enc = corpus_encoder(encoder + (INT8_SUFFIX if DEFAULT_ENCODER_DTYPE == "int8" else ""), DEFAULT_BATCH_TOKENS,
+                             threads=n)
+        child = _convert_in_background(convert, progress) if convert and n >= 2 else None
         on_progress = None
         if child is not None:
             import torch

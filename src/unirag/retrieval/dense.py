@@ -46,6 +46,12 @@ class DenseRetriever:
         """What embeds the queries: the ONNX Runtime encoder when one was loaded, else ``encoder``."""
         return self._queries or self.encoder
 
+    @property
+    def corpus_encoder(self):
+        """What embeds new passages (document updates): the ONNX Runtime encoder when the queries
+        run on it (the same vectors to float32 rounding, without loading torch's), else ``encoder``."""
+        return self._queries or self.encoder
+
     @encoder.setter
     def encoder(self, encoder) -> None:
         from unirag.models.onnx_encoder import OnnxEncoder

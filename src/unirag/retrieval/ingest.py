@@ -183,16 +183,16 @@ class _Ingest:
             else:
                 enc = self.encoder_arg or DEFAULT_ENCODER  # a new index: the default encoder unless told
                 if isinstance(enc, str):
-                    from unirag.models.encoder import Encoder
+                    from unirag.models.onnx_encoder import corpus_encoder
 
-                    enc = Encoder.from_pretrained(enc)
+                    enc = corpus_encoder(enc)
                 self._enc = enc
         return self._enc
 
     def counter(self) -> TokenCounter:
         enc = self.encoder()
         tok = getattr(enc, "tokenizer", None) if enc is not None else None
-        counter = TokenCounter(tok)
+        counter = TokenCounter(tok, name=getattr(enc, "name", None))
         if self.max_tokens is None:
             limit = getattr(enc, "max_length", None)
             self.max_tokens = min(DEFAULT_MAX_TOKENS, int(limit) - 2) if limit else DEFAULT_MAX_TOKENS

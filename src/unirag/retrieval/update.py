@@ -117,10 +117,10 @@ def _resolve_encoder(manifest: Manifest, encoder: Any, folder: Path) -> Any:
             raise IndexMismatchError(f"{folder} holds a OneGen model's vectors: pass the model's OneGenEncoder "
                                      "(unirag.onegen.docindex) to embed new passages")
         encoder = manifest.encoder
-    if isinstance(encoder, str):
-        from unirag.models.encoder import Encoder
+    if isinstance(encoder, str):  # float32: on ONNX Runtime where it can be, as index builds embed
+        from unirag.models.onnx_encoder import corpus_encoder
 
-        encoder = Encoder.from_pretrained(encoder)
+        encoder = corpus_encoder(encoder)
     return encoder
 
 
