@@ -32,6 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, table  # noqa: E402
 
+from unirag.models.registry import cpu_model  # noqa: E402
+
 QUESTION = "Who painted the Mona Lisa?"
 
 

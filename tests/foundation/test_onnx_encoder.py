@@ -179,13 +179,15 @@ def test_auto_runtime_is_measured_once_per_cpu_and_threads(cache, tiny_encoder_d
     first = ox.corpus_encoder(str(tiny_encoder_dir), threads=1)
     record = ox.export_dir(tiny_encoder_dir) / "runtime.json"
     seen = json.loads(record.read_text())[f"{cpu_model()}|1"]
-    assert seen["runtime"] in ("onnx", "torch") and set(seen["seconds"]) == {"onnx", "torch"}
+    assert seen["runtime"] in ox.RUNTIMES and {"onnx", "torch"} <= set(seen["seconds"]) <= set(ox.RUNTIMES)
     assert isinstance(first, ox.OnnxEncoder if seen["runtime"] == "onnx" else Encoder)
-    for choice, kind in (("torch", Encoder), ("onnx", ox.OnnxEncoder)):  # the record decides, no new race
+    for choice, kind in (("torch", Encoder), ("onnx", ox.OnnxEncoder), ("torch-bf16", Encoder)):  # no new race
         record.write_text(json.dumps({f"{cpu_model()}|1": {"runtime": choice}}))
         monkeypatch.setattr(ox, "faster_runtime", real)
         monkeypatch.setattr(ox.OnnxEncoder, "encode", lambda *a, **k: pytest.fail("raced again"))
-        assert isinstance(ox.corpus_encoder(str(tiny_encoder_dir), threads=1), kind)
+        got = ox.corpus_encoder(str(tiny_encoder_dir), threads=1)
+        assert isinstance(got, kind)
+        assert getattr(got, "compute", None) == {"torch": "float32", "torch-bf16": "bfloat16"}.get(choice)
         monkeypatch.undo()
         monkeypatch.setenv("UNIRAG_CACHE", str(cache))
         monkeypatch.setenv("UNIRAG_ONNX", "auto")
@@ -208,3 +210,35 @@ def test_cpu_model_names_the_vector_extensions(tmp_path):
     info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n"
                     "processor\t: 1\nmodel name\t: AMD EPYC 9R14\n")
     assert cpu_model(str(info)) == "AMD EPYC 9R14 avx2 avx512 bf16"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_races_only_where_the_cpu_multiplies_it(cache, tiny_encoder_dir, monkeypatch, native):
+    from unirag.models import onnx_encoder as ox
+    from unirag.models import registry
+
+    monkeypatch.setattr(registry, "cpu_has_bf16", lambda *a: native)
+    monkeypatch.setenv("UNIRAG_ONNX", "auto")
+    enc = ox.corpus_encoder(str(tiny_encoder_dir), threads=1)
+    seen = next(iter(json.loads((ox.export_dir(tiny_encoder_dir) / "runtime.json").read_text()).values()))
+    assert set(seen["seconds"]) == ({"onnx", "torch", "torch-bf16"} if native else {"onnx", "torch"})
+    assert seen["runtime"] == min(seen["seconds"], key=seen["seconds"].get)
+    assert getattr(enc, "compute", "float32") == ("bfloat16" if seen["runtime"] == "torch-bf16" else "float32")
+
+
+def test_bfloat16_compute_is_autocast_with_float32_vectors(tiny_encoder_dir):
+    """``compute="bfloat16"`` changes the products, not the output: float32 unit vectors close to
+    the float32 ones (bfloat16 keeps 8 bits of mantissa), and the manifest records it."""
+    from unirag.models.encoder import Encoder
+
+    enc = Encoder.from_pretrained(str(tiny_encoder_dir))
+    texts = [p["text"] for p in PASSAGES]
+    want = enc.encode(texts)
+    got = enc.encode(texts, compute="bfloat16")
+    assert got.dtype == np.float32 and np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+    cos = (got * want).sum(1)
+    assert cos.min() > 0.99 and not np.array_equal(got, want)
+    assert "compute" not in enc.info()
+    enc.compute = "bfloat16"
+    np.testing.assert_array_equal(enc.encode(texts), got)
+    assert enc.info()["compute"] == "bfloat16"

@@ -223,9 +223,15 @@ def corpus_encoder(name: str, batch_tokens: int | None = None, threads: int | No
             loaded.append(Encoder.from_pretrained(name, batch_tokens=batch_tokens))
         return loaded[0]
 
-    return onnx_enc if faster_runtime(cached, onnx_enc, load_torch, onnx_enc.threads) == "onnx" else load_torch()
+    choice = faster_runtime(cached, onnx_enc, load_torch, onnx_enc.threads)
+    if choice == "onnx":
+        return onnx_enc
+    enc = load_torch()
+    enc.compute = "bfloat16" if choice == "torch-bf16" else "float32"
+    return enc
 
 
+RUNTIMES = ("onnx", "torch", "torch-bf16")  # what faster_runtime may pick
 RACE_TEXT = ("{i}. The river rises in the highlands and flows north through a wide valley, where towns grew "
              "up around the mills of the nineteenth century; its lower course, navigable since Roman times, "
              "carried grain, timber and stone to the coast, and the delta it forms is a protected wetland.")
@@ -239,22 +245,24 @@ def race_texts(n: int = 40) -> list[str]:
 
 
 def faster_runtime(export: Path, onnx_enc: Any, load_torch: Any, threads: int, rounds: int = 2) -> str:
-    """``onnx`` or ``torch``: which embeds passages faster with this encoder on this CPU and
-    ``threads`` threads. Measured once (:func:`race_texts` on each runtime, best of ``rounds``,
-    alternating, after a warm-up; a few seconds on 2 cores) and recorded in ``runtime.json``
-    beside the export, keyed by CPU model and thread count, so a cache moved to another machine
-    measures again."""
+    """``onnx``, ``torch`` or ``torch-bf16``: which embeds passages fastest with this encoder on
+    this CPU and ``threads`` threads. ``torch-bf16`` (bfloat16 matrix products under autocast) runs
+    only where the CPU multiplies bfloat16 natively; its vectors differ from float32 ones by a
+    cosine of about 1e-5 (docs/first-run.md measures retrieval with it). Measured once
+    (:func:`race_texts` on each runtime, best of ``rounds``, alternating, after a warm-up; a few
+    seconds on 2 cores) and recorded in ``runtime.json`` beside the export, keyed by CPU model and
+    thread count, so a cache moved to another machine measures again."""
     import time
 
     from unirag.config.base import atomic_write_text
     from unirag.models.encoder import torch_threads
-    from unirag.models.registry import cpu_model
+    from unirag.models.registry import cpu_has_bf16, cpu_model
 
     record = export / "runtime.json"
     key = f"{cpu_model()}|{threads}"
     try:
         known = json.loads(record.read_text())
-        if known.get(key, {}).get("runtime") in ("onnx", "torch"):
+        if known.get(key, {}).get("runtime") in RUNTIMES:
             return known[key]["runtime"]
     except (OSError, ValueError, AttributeError):
         known = {}
@@ -263,7 +271,9 @@ def faster_runtime(export: Path, onnx_enc: Any, load_torch: Any, threads: int, r
     torch_enc = load_torch()
     texts = race_texts()
     runs = {"onnx": lambda t: onnx_enc.encode(t, threads=threads),
-            "torch": lambda t: torch_enc.encode(t, threads=threads)}
+            "torch": lambda t: torch_enc.encode(t, threads=threads, compute="float32")}
+    if cpu_has_bf16():
+        runs["torch-bf16"] = lambda t: torch_enc.encode(t, threads=threads, compute="bfloat16")
     seconds: dict[str, list[float]] = {k: [] for k in runs}
     with torch_threads(threads):
         for run in runs.values():
@@ -274,7 +284,7 @@ def faster_runtime(export: Path, onnx_enc: Any, load_torch: Any, threads: int, r
                 run(texts)
                 seconds[k].append(time.perf_counter() - t)
     best = {k: min(v) for k, v in seconds.items()}
-    choice = "onnx" if best["onnx"] <= best["torch"] else "torch"
+    choice = min(best, key=lambda k: best[k])
     known[key] = {"runtime": choice, "seconds": best, "passages": len(texts), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
     try:
         atomic_write_text(record, json.dumps(known, indent=1) + "\n")
