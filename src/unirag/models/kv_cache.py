@@ -1,7 +1,8 @@
 """A KV cache that appends in place: each layer's keys and values are views of buffers with room
 to spare on the sequence axis, so a decoding step writes its one new column instead of copying the
-whole cache (transformers' ``DynamicLayer`` concatenates, which at a batch of 8 and 400-token
-prompts was a third of a CPU decoding step).
+whole cache (transformers' ``DynamicLayer`` concatenates: 30% of a CPU profile of a SmolLM2
+step of 8 rows after 412-token prompts; ``bench/bench_decode.py`` measures such a step 1.23x faster
+with this cache).
 
 The views are ordinary tensors to everything that reads them. Code that replaces a layer's
 ``keys``/``values`` (row selection, column gathers, merges) keeps working: the next append sees
@@ -16,6 +17,7 @@ ROOM = 64  # columns of spare room at least (and half the length, for long cache
 
 
 def _room(length: int) -> int:
+    """Columns to allocate for a cache of ``length``: the length and its spare room."""
     return length + max(ROOM, length // 2)
 
 

@@ -5,14 +5,16 @@ Queries: loading torch and transformers takes most of a warm ``unirag search`` (
 included, is exported once (with torch) into the cache, and later searches load only
 ``onnxruntime`` and ``tokenizers``.
 
-Corpora: which runtime embeds passages faster depends on the CPU. On 2 threads of an AMD CPU
+Corpora: which runtime embeds passages fastest depends on the CPU. On 2 threads of an AMD CPU
 with AVX-512, ONNX Runtime ran 1.8 times as fast as torch (its MLAS kernels use AVX-512 where
-torch's BLAS runs AVX2 ones); on an Intel Xeon with AVX-512 torch was 1.3 times as fast
-(``bench/bench_first_answer.py --only throughput``). So :func:`corpus_encoder` measures both once
-per machine, encoder and thread count (a few seconds, :func:`faster_runtime`) and builds with the
-faster. The vectors equal the torch encoder's to float32 rounding (tested). float32 encoders only;
-``$UNIRAG_ONNX``: ``auto`` (default), ``1`` (ONNX Runtime for corpora too), ``0`` (torch for
-queries and corpora); without ``onnxruntime`` installed the torch encoder does both jobs.
+torch's BLAS runs AVX2 ones); on an Intel Xeon with AVX-512 torch was 1.3 times as fast, and torch
+with bfloat16 products (AMX) 1.8 times as fast again (``bench/bench_first_answer.py --only
+throughput``, ``bench/bench_encoder_compute.py``). So :func:`corpus_encoder` races the candidates
+once per machine, encoder and thread count (a few seconds, :func:`faster_runtime`) and builds with
+the winner. The float32 runtimes give the same vectors to float32 rounding (tested). float32
+encoders only; ``$UNIRAG_ONNX``: ``auto`` (default), ``1`` (ONNX Runtime for corpora too), ``0``
+(float32 torch for queries and corpora); without ``onnxruntime`` installed the torch encoder does
+both jobs.
 """
 
 from __future__ import annotations
@@ -195,8 +197,9 @@ def setting() -> str:
 def corpus_encoder(name: str, batch_tokens: int | None = None, threads: int | None = None) -> Any:
     """The encoder that embeds a corpus for encoder ``name`` on ``threads`` (``None``: every
     core): for a float32 encoder in a local folder, its ONNX export on ONNX Runtime or the torch
-    :class:`~unirag.models.encoder.Encoder`, whichever :func:`faster_runtime` measured faster on
-    this machine (``$UNIRAG_ONNX`` overrides, see :func:`setting`); else the torch encoder."""
+    :class:`~unirag.models.encoder.Encoder` (``compute`` float32 or bfloat16), whichever
+    :func:`faster_runtime` measured fastest on this machine (``$UNIRAG_ONNX`` overrides, see
+    :func:`setting`); else the torch encoder."""
     from unirag.models.encoder import DEFAULT_BATCH_TOKENS, Encoder, split_dtype
     from unirag.models.registry import resolve_model
 
