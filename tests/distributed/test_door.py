@@ -32,6 +32,9 @@ def test_pipeline_engine_over_a_shard_set(ray_session, folders):
     try:
         r = rag.engine.retriever
         assert isinstance(r, ShardedRetriever) and r.policy == "partial" and r.n_shards == 2
+        from unirag.models.onnx_encoder import OnnxEncoder
+
+        assert isinstance(r.encoder, OnnxEncoder)  # queries on the export the build made, as for one folder
         got = rag.search(queries, k=5)
         assert [[s.id for s in hits] for hits in got] == [[s.id for s in hits] for hits in want]
         assert [[s.title for s in hits] for hits in got] == [[s.title for s in hits] for hits in want]

@@ -305,9 +305,9 @@ class ShardedRetriever:
     @classmethod
     def open(cls, path: str | os.PathLike, encoder=None, *, verify: bool = True, **options: Any) -> ShardedRetriever:
         """Open a shard-set folder or a ``ray://`` URI (its ``?policy=&timeout=`` override ``options``);
-        the encoder defaults to the one named in ``shards.json``."""
+        the encoder defaults to the one named in ``shards.json`` (queries on its ONNX export when
+        one is cached, as for a single index folder)."""
         from unirag.index.errors import IndexMismatchError
-        from unirag.models.encoder import Encoder
 
         s = os.fspath(path)
         if s.startswith("ray:"):
@@ -326,9 +326,11 @@ class ShardedRetriever:
         if encoder is None:
             if info["encoder_info"].get("kind") == "onegen":
                 raise IndexMismatchError(f"{s} holds a OneGen model's vectors: open it with the onegen engine")
-            encoder = Encoder.from_pretrained(info["encoder"])
-        elif isinstance(encoder, str):
-            encoder = Encoder.from_pretrained(encoder)
+            encoder = info["encoder"]
+        if isinstance(encoder, str):  # queries on ONNX Runtime where it is exported, as single folders do
+            from unirag.models.onnx_encoder import query_encoder
+
+            encoder = query_encoder(encoder)
         return cls(encoder, s, verify=verify, **options)
 
     # --- the retriever verbs -------------------------------------------------------------------
