@@ -1,6 +1,6 @@
 """A KV cache that appends in place: each layer's keys and values are views of buffers with room
 to spare on the sequence axis, so a decoding step writes its one new column instead of copying the
-whole cache (transformers' ``DynamicLayer`` concatenates: 30% of a CPU profile of a SmolLM2
+whole cache (transformers' ``DynamicLayer`` concatenates: 30% of a one-off CPU profile of a SmolLM2
 step of 8 rows after 412-token prompts; ``bench/bench_decode.py`` measures such a step 1.23x faster
 with this cache).
 

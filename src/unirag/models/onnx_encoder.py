@@ -200,7 +200,7 @@ def corpus_encoder(name: str, batch_tokens: int | None = None, threads: int | No
     :class:`~unirag.models.encoder.Encoder` (``compute`` float32 or bfloat16), whichever
     :func:`faster_runtime` measured fastest on this machine (``$UNIRAG_ONNX`` overrides, see
     :func:`setting`); else the torch encoder."""
-    from unirag.models.encoder import DEFAULT_BATCH_TOKENS, Encoder, split_dtype
+    from unirag.models.encoder import DEFAULT_BATCH_TOKENS, Encoder, default_threads, split_dtype
     from unirag.models.registry import resolve_model
 
     batch_tokens = DEFAULT_BATCH_TOKENS if batch_tokens is None else int(batch_tokens)
@@ -216,22 +216,29 @@ def corpus_encoder(name: str, batch_tokens: int | None = None, threads: int | No
         cached = export(torch_enc, folder)
     if cached is None:  # a hub id, or an encoder the exporter cannot trace
         return torch_enc or Encoder.from_pretrained(name, batch_tokens=batch_tokens)
-    onnx_enc = OnnxEncoder(cached, spec=name, threads=threads, batch_tokens=batch_tokens)
+    n = int(threads or default_threads())
+    load_onnx = _once(lambda: OnnxEncoder(cached, spec=name, threads=n, batch_tokens=batch_tokens))
     if mode == "onnx":
-        return onnx_enc
-    loaded: list[Any] = [torch_enc] if torch_enc is not None else []
-
-    def load_torch() -> Any:
-        if not loaded:
-            loaded.append(Encoder.from_pretrained(name, batch_tokens=batch_tokens))
-        return loaded[0]
-
-    choice = faster_runtime(cached, onnx_enc, load_torch, onnx_enc.threads)
+        return load_onnx()
+    load_torch = _once(lambda: torch_enc or Encoder.from_pretrained(name, batch_tokens=batch_tokens))
+    choice = faster_runtime(cached, load_onnx, load_torch, n)  # a recorded choice loads only the winner
     if choice == "onnx":
-        return onnx_enc
+        return load_onnx()
     enc = load_torch()
     enc.compute = "bfloat16" if choice == "torch-bf16" else "float32"
     return enc
+
+
+def _once(make: Any) -> Any:
+    """``make`` called on first use only; later calls return the same object."""
+    made: list[Any] = []
+
+    def get() -> Any:
+        if not made:
+            made.append(make())
+        return made[0]
+
+    return get
 
 
 RUNTIMES = ("onnx", "torch", "torch-bf16")  # what faster_runtime may pick
@@ -247,14 +254,15 @@ def race_texts(n: int = 40) -> list[str]:
     return [" ".join(words[i % 5: i % 5 + 20 + (i * 37) % 181]) for i in range(n)]
 
 
-def faster_runtime(export: Path, onnx_enc: Any, load_torch: Any, threads: int, rounds: int = 2) -> str:
+def faster_runtime(export: Path, load_onnx: Any, load_torch: Any, threads: int, rounds: int = 2) -> str:
     """``onnx``, ``torch`` or ``torch-bf16``: which embeds passages fastest with this encoder on
     this CPU and ``threads`` threads. ``torch-bf16`` (bfloat16 matrix products under autocast) runs
     only where the CPU multiplies bfloat16 natively; its vectors differ from float32 ones by a
     cosine of about 1e-5 (docs/first-run.md measures retrieval with it). Measured once
     (:func:`race_texts` on each runtime, best of ``rounds``, alternating, after a warm-up; a few
     seconds on 2 cores) and recorded in ``runtime.json`` beside the export, keyed by CPU model and
-    thread count, so a cache moved to another machine measures again."""
+    thread count, so a cache moved to another machine measures again. ``load_onnx`` /
+    ``load_torch`` return the two encoders, called only when a race runs."""
     import time
 
     from unirag.config.base import atomic_write_text
@@ -271,7 +279,7 @@ def faster_runtime(export: Path, onnx_enc: Any, load_torch: Any, threads: int, r
         known = {}
     if not isinstance(known, dict):
         known = {}
-    torch_enc = load_torch()
+    onnx_enc, torch_enc = load_onnx(), load_torch()
     texts = race_texts()
     runs = {"onnx": lambda t: onnx_enc.encode(t, threads=threads),
             "torch": lambda t: torch_enc.encode(t, threads=threads, compute="float32")}

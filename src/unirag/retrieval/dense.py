@@ -50,7 +50,7 @@ class DenseRetriever:
     def corpus_encoder(self):
         """What embeds new passages (document updates): the ONNX Runtime encoder when the queries
         run on it (the same vectors to float32 rounding, without loading torch's), else ``encoder``."""
-        return self._queries or self.encoder
+        return self.query_encoder
 
     @encoder.setter
     def encoder(self, encoder) -> None:
