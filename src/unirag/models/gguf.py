@@ -87,7 +87,7 @@ def convert_gguf(src_dir: Path, gguf_file: str, target: Path, progress: bool = T
     from unirag.models.quiet import quiet_loading
 
     try:
-        with quiet_loading(), _no_gguf_bar(), _metadata_read_once():  # our status line, not transformers' bars
+        with quiet_loading(), _no_gguf_bar(), _metadata_read_once(), _plain_array_reader():  # our status line
             tok = AutoTokenizer.from_pretrained(str(src_dir), gguf_file=gguf_file)
             model = AutoModelForCausalLM.from_pretrained(str(src_dir), gguf_file=gguf_file, dtype=torch.float32)
         # transformers 5.x keeps a GGUF quantizer on the model that refuses to save; the weights are
@@ -137,6 +137,36 @@ def _no_gguf_bar() -> Iterator[None]:
     finally:
         if bar is not None:
             reader.tqdm = bar
+
+
+@contextlib.contextmanager
+def _plain_array_reader() -> Iterator[None]:
+    """gguf's reader slices its memory map once per metadata item (Qwen's header holds about 300,000
+    strings), and every slice of an ``np.memmap`` runs numpy's Python-level ``__array_finalize__``.
+    While the block runs, the reader sees the same mapped bytes as a plain ``ndarray``: the same
+    values, parsed about twice as fast."""
+    try:
+        import gguf
+        import numpy as np
+    except ImportError:
+        yield
+        return
+    original = gguf.GGUFReader
+
+    class PlainArrayReader(original):  # type: ignore[misc, valid-type]
+        @property
+        def data(self):  # noqa: D401 - the mapped file
+            return self._mapped
+
+        @data.setter
+        def data(self, value) -> None:
+            self._mapped = value.view(np.ndarray) if isinstance(value, np.memmap) else value
+
+    gguf.GGUFReader = PlainArrayReader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
 
 
 @contextlib.contextmanager
