@@ -40,6 +40,8 @@ from pathlib import Path
 
 import httpx
 
+from unirag.models.registry import default_dtype
+
 QUESTIONS = [
     "Who painted the Mona Lisa?", "Who discovered penicillin?", "Where is the Eiffel Tower?",
     "What is the largest planet in the Solar System?", "Who wrote Hamlet?", "What is photosynthesis?",
@@ -64,11 +66,11 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def start_server(generator: str, port: int, threads: int, max_batch: int, continuous: bool = True,
-                 ) -> subprocess.Popen:
+                 dtype: str | None = None) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
     cmd = [sys.executable, "-m", "unirag.cli.app", "serve", "--engine", "pipeline", "--generator", generator,
            "--port", str(port), "--max-batch", str(max_batch), "--max-queue", "64",
-           "--continuous" if continuous else "--no-continuous"]
+           "--continuous" if continuous else "--no-continuous", *(["--dtype", dtype] if dtype else [])]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
@@ -147,7 +149,7 @@ async def phase_batching(url: str, n: int, max_tokens: int) -> dict:
             "tokens_concurrent": sum(r["tokens"] for r in conc)}
 
 
-def engine_floor(generator: str, n: int, max_tokens: int, threads: int) -> dict:
+def engine_floor(generator: str, n: int, max_tokens: int, threads: int, dtype: str | None = None) -> dict:
     """In process, no HTTP: where the time of one answer goes (prompt prefill vs decoding steps),
     and the best concurrent / sequential ratio batching can reach. Prefill is compute-bound, so N
     prompts cost N prefills batched or not; decoding steps cost about the same for 1 or N rows. The
@@ -158,7 +160,7 @@ def engine_floor(generator: str, n: int, max_tokens: int, threads: int) -> dict:
     from unirag.models.decoding import DoneEvent, EngineModel, split_lm
 
     torch.set_num_threads(threads)
-    rag = unirag.RAG.load(engine="pipeline", generator=generator, k=3, progress=False)
+    rag = unirag.RAG.load(engine="pipeline", generator=generator, k=3, progress=False, dtype=dtype)
     eng = rag.engine
     qs = [QUESTIONS[i % len(QUESTIONS)] for i in range(n)]
     ids = [eng.generator.encode_prompt(p) for p, _ in eng.prepare(qs, rag.params)]
@@ -281,6 +283,8 @@ async def phase_mixed(url: str, clients: int, seconds: float, max_tokens: int) -
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--generators", default="smollm2-135m-instruct")
+    ap.add_argument("--dtypes", default="", help="comma-separated generator weights to run each generator with "
+                    "(float32, bfloat16; empty: the model's default on this CPU); results keyed GENERATOR@DTYPE")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the server process")
     ap.add_argument("--batch", type=int, default=8, help="requests in the batching phase")
     ap.add_argument("--max-tokens", type=int, default=32)
@@ -297,10 +301,12 @@ def main() -> int:
     load = os.getloadavg()[0]
     report: dict = {"config": vars(a), "load_average_at_start": load, "generators": {}}
     print(f"load average at start: {load:.2f} (timings are only meaningful on an idle machine)", flush=True)
-    for gen in [g.strip() for g in a.generators.split(",") if g.strip()]:
+    dtypes = [d.strip() for d in a.dtypes.split(",") if d.strip()] or [None]
+    for gen, dtype in [(g.strip(), d) for g in a.generators.split(",") if g.strip() for d in dtypes]:
+        key = f"{gen}@{dtype}" if dtype else gen
         port = free_port()
         t0 = time.perf_counter()
-        proc = start_server(gen, port, a.threads, max(a.batch, 8))
+        proc = start_server(gen, port, a.threads, max(a.batch, 8), dtype=dtype)
         ready_s = time.perf_counter() - t0
         url = f"http://127.0.0.1:{port}"
         try:
@@ -319,7 +325,7 @@ def main() -> int:
                 proc.kill()
         if not a.quick:  # the same batching phase with requests batched only as they arrive together
             port = free_port()
-            proc = start_server(gen, port, a.threads, max(a.batch, 8), continuous=False)
+            proc = start_server(gen, port, a.threads, max(a.batch, 8), continuous=False, dtype=dtype)
             try:
                 res["batching_waves"] = asyncio.run(phase_batching(f"http://127.0.0.1:{port}", a.batch, a.max_tokens))
             finally:
@@ -327,11 +333,12 @@ def main() -> int:
                 proc.wait(20)
         res["search_in_process"] = search_in_process(8, a.search_seconds)
         res["search_in_process_batched"] = search_in_process(8, a.search_seconds, batched=True)
-        res["engine_floor"] = engine_floor(gen, a.batch, a.max_tokens, a.threads)
+        res["engine_floor"] = engine_floor(gen, a.batch, a.max_tokens, a.threads, dtype)
         res["search_http_vs_in_process"] = res["search_http"]["qps"] / res["search_in_process"]["qps"]
-        report["generators"][gen] = res
+        res["dtype"] = dtype or default_dtype(gen)
+        report["generators"][key] = res
         b, t, m = res["batching"], res["ttft"], res["mixed"]
-        print(f"\n== {gen} (server ready in {ready_s:.1f} s)")
+        print(f"\n== {gen}, {res['dtype']} weights (server ready in {ready_s:.1f} s)")
         print(f"{'measurement':48} {'value':>12}  target")
         print(f"{'warm TTFT p50 (3 passages), s':48} {t['ttft_p50_s']:12.2f}  <= 1.5")
         print(f"{'  of which retrieval + prefill p50, s':48} {t['prefill_s_p50'] or float('nan'):12.2f}")

@@ -240,7 +240,25 @@ def test_bf16_default_only_where_the_cpu_has_it(tmp_path, monkeypatch):
     assert registry.default_dtype("qwen2.5-coder-0.5b-instruct") == "float32"
     monkeypatch.setattr(registry, "cpu_has_bf16", lambda: True)
     assert registry.default_dtype("qwen2.5-coder-0.5b-instruct") == "bfloat16"
-    assert registry.default_dtype("smollm2-135m-instruct") == "float32"
+    assert registry.default_dtype("smollm2-135m-instruct") == "bfloat16"
+    assert registry.default_dtype("some-org/some-model") == "float32"  # not measured here: full precision
+
+
+def test_generator_dtype_is_an_option_checked_before_loading(tiny_llama_dir):
+    import torch
+
+    import unirag
+    from unirag.api import LoadConfig
+    from unirag.config.base import ConfigError
+
+    with pytest.raises(ConfigError, match="dtype"):
+        LoadConfig("closed-book", generator=str(tiny_llama_dir), dtype="float16").validate()
+    cfg = LoadConfig("closed-book", generator=str(tiny_llama_dir), dtype="bfloat16")
+    assert LoadConfig.from_dict(cfg.to_dict()) == cfg
+    dtypes = {d: next(unirag.RAG.from_config(LoadConfig("closed-book", generator=str(tiny_llama_dir), dtype=d),
+                                              progress=False).engine.generator.model.parameters()).dtype
+              for d in ("float32", "bfloat16")}
+    assert dtypes == {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def test_attribution_finds_the_passages_that_hold_the_answer():

@@ -21,7 +21,7 @@ from typing import Any
 from unirag.config.base import ConfigBase, ConfigError
 from unirag.engine import Engine, UpdatableEngine, hits, make_sources
 from unirag.outputs import Answer, Event, Finished, Source
-from unirag.models.registry import DEFAULT_GENERATOR
+from unirag.models.registry import DEFAULT_GENERATOR, GENERATOR_DTYPES
 from unirag.sampling_params import SamplingParams
 
 ENGINES = ("pipeline", "closed-book", "rag-token", "rag-sequence", "onegen")
@@ -49,7 +49,9 @@ class LoadConfig(ConfigBase):
     (pipeline 3, RAG 4, OneGen 1 per query token; multi-hop pipeline: per hop). ``decoding`` /
     ``num_beams``: RAG decoders. ``hops`` (pipeline): retrievals per question, 1 = single-shot,
     more = the reader writes a follow-up query between them; ``max_passages``: passages read in all
-    (``None``: hops x k); ``max_prompt_tokens``: tokens of the final prompt (``None``: no limit)."""
+    (``None``: hops x k); ``max_prompt_tokens``: tokens of the final prompt (``None``: no limit).
+    ``dtype``: weights of the pipeline's generator, ``float32`` or ``bfloat16`` (``None``: the
+    model's measured default on this CPU, :func:`unirag.models.registry.default_dtype`)."""
 
     engine: str = "pipeline"
     index: str | None = None
@@ -64,6 +66,7 @@ class LoadConfig(ConfigBase):
     hops: int = 1
     max_passages: int | None = None
     max_prompt_tokens: int | None = None
+    dtype: str | None = None
 
     def validate(self) -> LoadConfig:
         """Check names, numbers and paths (cheap; nothing is loaded). Raises ``ConfigError`` /
@@ -85,6 +88,8 @@ class LoadConfig(ConfigBase):
         for name in ("max_passages", "max_prompt_tokens"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} = {getattr(self, name)}: must be >= 1")
+        if self.dtype is not None and self.dtype not in GENERATOR_DTYPES:
+            raise ConfigError(f"dtype = {self.dtype!r}: must be one of {', '.join(GENERATOR_DTYPES)}")
         if self.index is not None:
             check_index(self.index)  # a clear error now, not after loading models
         if self.model is not None and not Path(self.model).is_dir():
@@ -137,16 +142,19 @@ class RAG:
              generator: str = DEFAULT_GENERATOR, retriever: str = "dense", model: str | os.PathLike | None = None,
              k: int | None = None, decoding: str | None = None, num_beams: int = 4, verify: bool = True,
              params: SamplingParams | None = None, progress: bool = True, hops: int = 1,
-             max_passages: int | None = None, max_prompt_tokens: int | None = None) -> RAG:
+             max_passages: int | None = None, max_prompt_tokens: int | None = None, dtype: str | None = None) -> RAG:
         """Load an engine over an index folder. Names and paths are checked before anything loads.
 
         ``hops`` > 1 (pipeline): multi-hop retrieval, ``k`` passages per hop, at most
         ``max_passages`` (default hops x k) and ``max_prompt_tokens`` in the final prompt.
 
+        ``dtype`` (pipeline, closed-book): the generator's weights, ``float32`` or ``bfloat16``
+        (``None``: the model's measured default on this CPU).
+
         ``progress`` reports first-run builds (the default index, the OneGen index) on stderr."""
         cfg = LoadConfig(engine, None if index is None else str(index), generator, retriever,
                          None if model is None else str(model), k, decoding, num_beams, verify,
-                         hops=hops, max_passages=max_passages, max_prompt_tokens=max_prompt_tokens)
+                         hops=hops, max_passages=max_passages, max_prompt_tokens=max_prompt_tokens, dtype=dtype)
         return cls.from_config(cfg, params=params, progress=progress)
 
     @classmethod
@@ -329,9 +337,10 @@ def _default_index(progress: bool, generator: str | None = None) -> Path:
     return ensure_default_index(progress=progress, convert=generator)
 
 
-def load_generator(name: str) -> Any:
-    """A :class:`~unirag.models.Generator` by alias, folder or hub id; ``onegen`` (or a OneGen model
-    folder) reads with that model's fine-tuned LM, so baselines can share the OneGen model's LM."""
+def load_generator(name: str, dtype: str | None = None) -> Any:
+    """A :class:`~unirag.models.Generator` by alias, folder or hub id, its weights in ``dtype``
+    (``None``: the model's measured default); ``onegen`` (or a OneGen model folder) reads with that
+    model's fine-tuned LM, so baselines can share the OneGen model's LM."""
     from unirag.models.generator import Generator
 
     folder = None
@@ -342,10 +351,14 @@ def load_generator(name: str) -> Any:
     elif (Path(name) / "onegen_config.json").is_file():
         folder = Path(name)
     if folder is None:
-        return Generator.from_pretrained(name)
+        return Generator.from_pretrained(name, dtype=dtype)
     from unirag.onegen.model import OneGenModel
 
     og = OneGenModel.from_pretrained(folder, merge=True)
+    if dtype is not None:
+        import torch
+
+        og.lm.to(getattr(torch, dtype))
     return Generator(og.lm, og.tokenizer, name=f"onegen:{folder.name}", banned_token_id=og.token_id("query"))
 
 
@@ -354,10 +367,10 @@ def _pipeline(cfg: LoadConfig, progress: bool) -> Any:
     from unirag.retrieval.loader import load_retriever
 
     if cfg.engine == "closed-book":
-        return _closed_book(PipelineEngine(None, load_generator(cfg.generator), PipelineConfig(k=0)))
+        return _closed_book(PipelineEngine(None, load_generator(cfg.generator, cfg.dtype), PipelineConfig(k=0)))
     folder = Path(cfg.index) if cfg.index else _default_index(progress, cfg.generator)
     retriever = load_retriever(folder, cfg.retriever, encoder=cfg.encoder, verify=cfg.verify)
-    return PipelineEngine(retriever, load_generator(cfg.generator) if cfg.generator else None,
+    return PipelineEngine(retriever, load_generator(cfg.generator, cfg.dtype) if cfg.generator else None,
                           PipelineConfig(k=cfg.k if cfg.k is not None else 3, hops=cfg.hops,
                                          max_passages=cfg.max_passages, max_prompt_tokens=cfg.max_prompt_tokens),
                           kind=cfg.retriever)

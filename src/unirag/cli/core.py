@@ -145,6 +145,8 @@ def search(
     out.print(table)
 
 
+DtypeOpt = typer.Option(None, "--dtype", help="Weights of the pipeline's generator: float32 or bfloat16 (default: "
+                        "the model's measured choice on this CPU; bfloat16 only where the CPU multiplies it natively).")
 EngineOpt = typer.Option("pipeline", "--engine", "-e", help="pipeline (retrieve-then-read), rag-token / rag-sequence "
                          "(classic RAG; 'rag' = rag-token), onegen (one model retrieves while it generates), "
                          "closed-book (the generator alone).")
@@ -189,6 +191,7 @@ def ask(
     generator: str = typer.Option(DEFAULT_GENERATOR, help="Generator of the pipeline and RAG engines: "
                                   "built-in alias (qwen2.5-coder-0.5b-instruct; smollm2 is smaller and faster), local "
                                   "folder or hub id."),
+    dtype: Optional[str] = DtypeOpt,
     model: Optional[str] = typer.Option(None, "--model", help="A trained RAG or OneGen model folder (default for "
                                         "onegen: the trained default, else the packaged adapter)."),
     decoding: Optional[str] = typer.Option(None, help="RAG decoding: greedy or beam (rag-token), thorough or fast "
@@ -214,7 +217,7 @@ def ask(
 
     check_retriever_kind(retriever, "--retriever")
     cfg = LoadConfig(engine, str(index) if index else None, generator, retriever, model, k, decoding,
-                     hops=hops, max_passages=max_passages).validate()
+                     hops=hops, max_passages=max_passages, dtype=dtype).validate()
     params = sampling_options(max_new_tokens, temperature, top_p, top_k, seed, stop, k)
     rag = RAG.from_config(cfg, params=params, progress=not as_json)
     if as_json or not stream:
@@ -267,6 +270,7 @@ def serve(
                                               "(e.g. onegen=FOLDER: OneGen reads its model's own index otherwise)."),
     retriever: str = RetrieverOpt,
     generator: str = typer.Option(DEFAULT_GENERATOR, help="Generator of the pipeline and RAG engines."),
+    dtype: Optional[str] = DtypeOpt,
     model: Optional[list[str]] = typer.Option(None, "--model", help="A trained RAG or OneGen model folder; "
                                               "ENGINE=FOLDER for one engine."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on. Loopback by default; any other address "
@@ -306,7 +310,7 @@ def serve(
     engines = [e.strip() for e in engine.split(",") if e.strip()]
     per: dict[str, dict[str, str]] = {}
     cfg = ServeConfig(host=host, port=port, engines=engines, retriever=retriever, generator=generator,
-                      api_key=api_key, max_batch=max_batch, max_queue=max_queue, batch_wait_ms=batch_wait_ms,
+                      dtype=dtype, api_key=api_key, max_batch=max_batch, max_queue=max_queue, batch_wait_ms=batch_wait_ms,
                       continuous=continuous, hops=hops, max_hops=max_hops,
                       max_body_bytes=max_body_bytes, max_question_chars=max_question_chars, max_k=max_k,
                       max_tokens=max_tokens, cors=list(cors or []), request_timeout_s=timeout)

