@@ -19,7 +19,9 @@ class SamplingParams(ConfigBase):
     Decoding (all engines): ``max_new_tokens``; ``temperature`` 0 is greedy, otherwise sampling
     with ``top_p`` / ``top_k`` (0 = off); ``seed`` makes sampling repeatable and is private to the
     request (torch's global random state is never touched); ``stop`` strings end the answer (the
-    stop string itself is not returned); ``repetition_penalty`` > 1 discourages repeats.
+    stop string itself is not returned); ``repetition_penalty`` > 1 discourages repeats;
+    ``no_repeat_ngram`` > 0 forbids any n-gram of that many tokens to occur twice in the generated
+    text (the prompt and inserted passages do not count, so an answer may still copy from them).
 
     Retrieval: ``k`` passages per retrieval (``None``: the engine's default: pipeline 3, RAG its
     ``n_docs``, OneGen 1). Pipeline only: ``hops`` retrievals per question (``None``: the engine's
@@ -39,6 +41,7 @@ class SamplingParams(ConfigBase):
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     repetition_penalty: float = 1.0
+    no_repeat_ngram: int = 0
     k: int | None = None
     max_retrievals: int = 4
     candidates: int = 5
@@ -63,6 +66,7 @@ class SamplingParams(ConfigBase):
             ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
             ("top_k", self.top_k >= 0, "must be >= 0 (0 = off)"),
             ("repetition_penalty", self.repetition_penalty > 0, "must be > 0"),
+            ("no_repeat_ngram", self.no_repeat_ngram >= 0, "must be >= 0 (0 = off)"),
             ("k", self.k is None or self.k >= 0, "must be >= 0"),
             ("max_retrievals", self.max_retrievals >= 0, "must be >= 0"),
             ("candidates", self.candidates >= 0, "must be >= 0"),

@@ -193,3 +193,25 @@ def test_attributed_citations_join_the_text_and_the_stream(rag, monkeypatch):
     assert ans.cited == want and "attributed" in ans.extra["citations"]
     streamed = "".join(e.text for e in rag.stream(QUESTIONS[0], params) if isinstance(e, TextDelta))
     assert streamed.strip() == ans.text
+
+
+def test_no_repeat_ngram_bans_repeats_of_the_generated_text_only(rag):
+    from unirag.models.decoding import repeated_ngram_tokens
+
+    assert repeated_ngram_tokens([5, 6, 7, 5, 6], 3) == {7} and repeated_ngram_tokens([5, 6, 7, 5], 2) == {6}
+    assert repeated_ngram_tokens([5, 6], 3) == set() and repeated_ngram_tokens([1, 2, 1], 1) == {1, 2}
+    eng = rag.engine
+    params = unirag.SamplingParams(max_new_tokens=40)
+    (prompt, _), = eng.prepare([QUESTIONS[0]], params)
+    ids = eng.generator.encode_prompt(prompt)
+    dec = eng.generator.decoder()
+
+    def bigrams(t):
+        return list(zip(t, t[1:]))
+
+    plain = dec.generate([ids], params)[0].token_ids
+    assert len(set(bigrams(plain))) < len(bigrams(plain))  # the tiny random model loops when left alone
+    banned = dec.generate([ids], params.with_(no_repeat_ngram=2))[0].token_ids
+    assert len(banned) == 40 and len(set(bigrams(banned))) == len(bigrams(banned))
+    with pytest.raises(ConfigError, match="no_repeat_ngram"):
+        unirag.SamplingParams(no_repeat_ngram=-1)

@@ -153,6 +153,13 @@ def test_errors_are_json_and_name_the_field(server, client):
         client.chat.completions.create(model="unirag-pipeline", messages=msgs, temperature=9)
     assert e.value.body["param"] == "temperature"
     with pytest.raises(openai.UnprocessableEntityError) as e:
+        client.chat.completions.create(model="unirag-pipeline", messages=msgs, extra_body={"no_repeat_ngram": -1})
+    assert e.value.body["param"] == "no_repeat_ngram"
+    plain, banned = (client.chat.completions.create(model="unirag-pipeline", messages=msgs, max_tokens=40, temperature=0,
+                                                    extra_body=extra).choices[0].message.content
+                     for extra in ({}, {"no_repeat_ngram": 2}))
+    assert plain != banned  # the setting reaches the decoder (the tiny model loops without it)
+    with pytest.raises(openai.UnprocessableEntityError) as e:
         client.chat.completions.create(model="unirag-pipeline", messages=[{"role": "user", "content": "x" * 5000}])
     assert e.value.body["param"] == "messages" and "max_question_chars" in e.value.body["message"]
     r = httpx.post(url + "/v1/chat/completions", content=b"{not json", headers=auth | {"content-type": "application/json"})

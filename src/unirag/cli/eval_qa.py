@@ -36,6 +36,8 @@ def eval_qa(
     k: Optional[int] = typer.Option(None, "-k", min=1, help="Passages per question (pipeline 3, RAG 4) or per "
                                     "query token (OneGen 1)."),
     max_new_tokens: int = typer.Option(64, min=1, help="Token budget per answer."),
+    no_repeat_ngram: int = typer.Option(0, min=0, help="Forbid any n-gram of this many tokens to occur twice in "
+                                        "an answer (0 = off; prompt and passages do not count)."),
     max_retrievals: int = typer.Option(4, min=0, help="OneGen: query tokens honoured per answer."),
     retrieve_first: bool = typer.Option(False, "--retrieve-first", help="OneGen emits the query token first."),
     retrieve_prob: Optional[float] = typer.Option(None, min=0.0, help="OneGen also retrieves whenever the query "
@@ -73,7 +75,7 @@ def eval_qa(
     items = load_qa_set(qa_set)[:limit]
     params = SamplingParams(max_new_tokens=max_new_tokens, max_retrievals=max_retrievals, retrieve_prob=retrieve_prob,
                             force_query_at=[0] if retrieve_first else [], k=k,
-                            max_passage_words=passage_words)
+                            max_passage_words=passage_words, no_repeat_ngram=no_repeat_ngram)
     tag = Path(qa_set).stem if Path(qa_set).suffix else qa_set
     report: dict = {"set": qa_set, "n": len(items), "params": params.to_dict(), "engines": {}}
     for name, cfg in configs.items():

@@ -407,6 +407,17 @@ class _Cache:
             self.mask = self.mask[:, live]
 
 
+def repeated_ngram_tokens(tokens: Sequence[int], n: int) -> set[int]:
+    """The tokens that would complete an ``n``-gram already in ``tokens`` (what ``no_repeat_ngram``
+    bans at the next step)."""
+    if n < 1 or len(tokens) < n - 1:
+        return set()
+    if n == 1:
+        return set(tokens)
+    tail = tuple(tokens[len(tokens) - n + 1:])
+    return {tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tuple(tokens[i:i + n - 1]) == tail}
+
+
 def _next_token(r: _Row, logits: Any, model: EngineModel, index: Any, eos: set[int]) -> str:
     """Choose row ``r``'s next token (forced query token, or sampled with the query token banned
     once the retrieval budget is spent), append it, return the new text."""
@@ -421,6 +432,10 @@ def _next_token(r: _Row, logits: Any, model: EngineModel, index: Any, eos: set[i
         seen = torch.tensor(sorted(set(r.sequence)), dtype=torch.long)
         vals = logits[seen]
         logits[seen] = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
+    if p.no_repeat_ngram > 0:
+        banned = repeated_ngram_tokens(r.generated, p.no_repeat_ngram)
+        if banned:
+            logits[sorted(banned)] = float("-inf")
     if budget and (len(r.generated) in p.force_query_at or (
             p.retrieve_prob is not None
             and float(logits.float().softmax(-1)[model.query_token_id]) >= p.retrieve_prob)):

@@ -270,7 +270,7 @@ def create_app(rags: Union[Rags, Loader, None] = None, config: ServeConfig | Non
                                    "k": req.k}
         if req.hops is not None:
             changes["hops"] = req.hops
-        for field in ("temperature", "top_p", "top_k", "repetition_penalty"):
+        for field in ("temperature", "top_p", "top_k", "repetition_penalty", "no_repeat_ngram"):
             if getattr(req, field) is not None:
                 changes[field] = getattr(req, field)
         params = rag.params.with_(**changes)

@@ -59,6 +59,7 @@ class ChatCompletionRequest(BaseModel):
     k: int | None = Field(None, ge=0)
     hops: int | None = Field(None, ge=1)
     repetition_penalty: float | None = Field(None, gt=0.0)
+    no_repeat_ngram: int | None = Field(None, ge=0, le=64)
 
 
 class EmbeddingRequest(BaseModel):
