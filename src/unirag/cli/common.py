@@ -1,4 +1,5 @@
-"""Shared CLI helpers: consoles, JSON output, clean one-line errors, the ``--debug`` switch."""
+"""Shared CLI helpers: consoles, JSON output, clean one-line errors, the ``--debug`` switch, options
+used by several commands."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+import typer
 from rich.console import Console
 
 out = Console()
@@ -60,3 +62,8 @@ def print_json(data: Any) -> None:
     """Write ``data`` as indented JSON to stdout (no rich markup)."""
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
+
+
+DtypeOpt = typer.Option(None, "--dtype", help="Weights of the pipeline's and closed-book's generator: float32 or "
+                        "bfloat16 (default: the model's measured choice on this CPU; bfloat16 only where the CPU "
+                        "multiplies it natively).")

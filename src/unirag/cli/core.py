@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from unirag.cli.common import err, out, print_json, usage_error
+from unirag.cli.common import DtypeOpt, err, out, print_json, usage_error
 from unirag.cli.groups import app, index_app
 from unirag.models.registry import DEFAULT_GENERATOR
 
@@ -145,8 +145,6 @@ def search(
     out.print(table)
 
 
-DtypeOpt = typer.Option(None, "--dtype", help="Weights of the pipeline's generator: float32 or bfloat16 (default: "
-                        "the model's measured choice on this CPU; bfloat16 only where the CPU multiplies it natively).")
 EngineOpt = typer.Option("pipeline", "--engine", "-e", help="pipeline (retrieve-then-read), rag-token / rag-sequence "
                          "(classic RAG; 'rag' = rag-token), onegen (one model retrieves while it generates), "
                          "closed-book (the generator alone).")

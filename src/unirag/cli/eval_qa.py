@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from unirag.cli.common import out, print_json
+from unirag.cli.common import DtypeOpt, out, print_json
 from unirag.cli.groups import eval_app
 from unirag.models.registry import DEFAULT_GENERATOR
 
@@ -28,8 +28,7 @@ def eval_qa(
     retriever: str = typer.Option("dense", "--retriever", "-r", help="Pipeline retriever: dense, bm25, hybrid."),
     generator: str = typer.Option(DEFAULT_GENERATOR, help="Reader of the pipeline, closed-book and RAG "
                                   "engines ('onegen': the OneGen model's own LM, for a same-LM comparison)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="Weights of the pipeline and closed-book reader: "
-                                        "float32 or bfloat16 (default: the model's measured choice on this CPU)."),
+    dtype: Optional[str] = DtypeOpt,
     model: Optional[str] = typer.Option(None, "--model", help="OneGen model folder (default: trained default, "
                                         "else the packaged adapter)."),
     rag_model: Optional[str] = typer.Option(None, help="Trained RAG model folder for rag-token / rag-sequence."),

@@ -410,11 +410,9 @@ class _Cache:
 def repeated_ngram_tokens(tokens: Sequence[int], n: int) -> set[int]:
     """The tokens that would complete an ``n``-gram already in ``tokens`` (what ``no_repeat_ngram``
     bans at the next step)."""
-    if n < 1 or len(tokens) < n - 1:
+    if n < 1:
         return set()
-    if n == 1:
-        return set(tokens)
-    tail = tuple(tokens[len(tokens) - n + 1:])
+    tail = tuple(tokens[len(tokens) - n + 1:]) if n > 1 else ()
     return {tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tuple(tokens[i:i + n - 1]) == tail}
 
 
