@@ -52,7 +52,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--set", default="fanoutqa-multi")
     ap.add_argument("--k", type=int, default=5, help="passages per hop")
-    ap.add_argument("--hops", type=int, default=4)
+    ap.add_argument("--hops", type=int, default=None, help="retrievals (default: 4; plan mode: budget - k + 1)")
+    ap.add_argument("--hop-mode", default="followup", choices=["followup", "plan"])
+    ap.add_argument("--plan-shots", type=int, default=4)
+    ap.add_argument("--plan-samples", type=int, default=4)
+    ap.add_argument("--split", default="heldout", choices=["heldout", "train"],
+                    help="FanOutQA questions (train: the plan examples' own, each without itself)")
     ap.add_argument("--budgets", default="10,20")
     ap.add_argument("--generator", default="smollm2-135m-instruct")
     ap.add_argument("--retriever", default="dense")
@@ -73,16 +78,26 @@ def main() -> None:
     from unirag.data.qa import load_qa_set
 
     budgets = sorted(int(b) for b in args.budgets.split(","))
-    items = load_qa_set(args.set)
+    if args.hops is None:
+        args.hops = max(budgets) - args.k + 1 if args.hop_mode == "plan" else 4
+    if args.split == "train":
+        from unirag.data.fanoutqa import fanoutqa_qa
+
+        items = fanoutqa_qa("multi", "train")
+    else:
+        items = load_qa_set(args.set)
     with_ev = [it for it in items if it.evidence]
     rag = unirag.RAG.load(engine="pipeline", generator=args.generator, retriever=args.retriever, progress=False)
     eng = rag.engine
-    base = dataclasses.replace(eng.config, followup_tokens=args.followup_tokens, followup_anchor=not args.no_anchor)
+    base = dataclasses.replace(eng.config, followup_tokens=args.followup_tokens, followup_anchor=not args.no_anchor,
+                               hop_mode=args.hop_mode, plan_shots=args.plan_shots, plan_samples=args.plan_samples)
     params = unirag.SamplingParams(max_new_tokens=args.max_new_tokens)
     report: dict = {"set": args.set, "n": len(items), "n_with_evidence": len(with_ev), "generator": args.generator,
                     "retriever": args.retriever, "k_per_hop": args.k, "hops": args.hops, "budgets": budgets,
                     "followup_tokens": args.followup_tokens, "max_new_tokens": args.max_new_tokens,
-                    "threads": args.threads, "followup_anchor": not args.no_anchor, "command": " ".join(["python", *sys.argv]), "recall": {}, "qa": {}}
+                    "threads": args.threads, "followup_anchor": not args.no_anchor,
+                    "hop_mode": args.hop_mode, "split": args.split, **({"plan_shots": args.plan_shots,
+                    "plan_samples": args.plan_samples} if args.hop_mode == "plan" else {}), "command": " ".join(["python", *sys.argv]), "recall": {}, "qa": {}}
     out = Path(args.out)
 
     def save() -> None:

@@ -49,8 +49,10 @@ class LoadConfig(ConfigBase):
     (pipeline 3, RAG 4, OneGen 1 per query token; multi-hop pipeline: per hop). ``decoding`` /
     ``num_beams``: RAG decoders. ``hops`` (pipeline): retrievals per question, 1 = single-shot,
     more = the reader writes a follow-up query between them; ``max_passages``: passages read in all
-    (``None``: hops x k); ``max_prompt_tokens``: tokens of the final prompt (``None``: no limit).
-    ``dtype``: weights of the pipeline's generator, ``float32`` or ``bfloat16`` (``None``: the
+    (``None``: hops x k); ``max_prompt_tokens``: tokens of the final prompt (``None``: no limit);
+    ``hop_mode``: ``followup`` (a follow-up query after each hop) or ``plan`` (the reader lists the
+    articles needed once, from worked examples in ``plan_examples``, a JSONL file, ``None``: the
+    packaged ones; :mod:`unirag.pipeline.plan`). ``dtype``: weights of the pipeline's generator, ``float32`` or ``bfloat16`` (``None``: the
     model's measured default on this CPU, :func:`unirag.models.registry.default_dtype`)."""
 
     engine: str = "pipeline"
@@ -67,6 +69,8 @@ class LoadConfig(ConfigBase):
     max_passages: int | None = None
     max_prompt_tokens: int | None = None
     dtype: str | None = None
+    hop_mode: str = "followup"
+    plan_examples: str | None = None
 
     def validate(self) -> LoadConfig:
         """Check names, numbers and paths (cheap; nothing is loaded). Raises ``ConfigError`` /
@@ -85,6 +89,12 @@ class LoadConfig(ConfigBase):
             raise ConfigError(f"hops = {self.hops}: must be >= 1 (1 = single-shot)")
         if self.hops > 1 and self.engine != "pipeline":
             raise ConfigError(f"hops = {self.hops}: multi-hop retrieval is a pipeline option, not {self.engine!r}'s")
+        from unirag.pipeline.plan import HOP_MODES, read_examples
+
+        if self.hop_mode not in HOP_MODES:
+            raise ConfigError(f"hop_mode = {self.hop_mode!r}: must be one of {', '.join(HOP_MODES)}")
+        if self.plan_examples is not None:
+            read_examples(self.plan_examples)  # a bad file is named now, with its line
         for name in ("max_passages", "max_prompt_tokens"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} = {getattr(self, name)}: must be >= 1")
@@ -142,11 +152,13 @@ class RAG:
              generator: str = DEFAULT_GENERATOR, retriever: str = "dense", model: str | os.PathLike | None = None,
              k: int | None = None, decoding: str | None = None, num_beams: int = 4, verify: bool = True,
              params: SamplingParams | None = None, progress: bool = True, hops: int = 1,
-             max_passages: int | None = None, max_prompt_tokens: int | None = None, dtype: str | None = None) -> RAG:
+             max_passages: int | None = None, max_prompt_tokens: int | None = None, dtype: str | None = None,
+             hop_mode: str = "followup", plan_examples: str | os.PathLike | None = None) -> RAG:
         """Load an engine over an index folder. Names and paths are checked before anything loads.
 
         ``hops`` > 1 (pipeline): multi-hop retrieval, ``k`` passages per hop, at most
-        ``max_passages`` (default hops x k) and ``max_prompt_tokens`` in the final prompt.
+        ``max_passages`` (default hops x k) and ``max_prompt_tokens`` in the final prompt;
+        ``hop_mode="plan"``: the reader plans the searches once (``plan_examples``: its worked examples).
 
         ``dtype`` (pipeline, closed-book): the generator's weights, ``float32`` or ``bfloat16``
         (``None``: the model's measured default on this CPU).
@@ -154,7 +166,8 @@ class RAG:
         ``progress`` reports first-run builds (the default index, the OneGen index) on stderr."""
         cfg = LoadConfig(engine, None if index is None else str(index), generator, retriever,
                          None if model is None else str(model), k, decoding, num_beams, verify,
-                         hops=hops, max_passages=max_passages, max_prompt_tokens=max_prompt_tokens, dtype=dtype)
+                         hops=hops, max_passages=max_passages, max_prompt_tokens=max_prompt_tokens, dtype=dtype,
+                         hop_mode=hop_mode, plan_examples=None if plan_examples is None else str(plan_examples))
         return cls.from_config(cfg, params=params, progress=progress)
 
     @classmethod
@@ -372,7 +385,8 @@ def _pipeline(cfg: LoadConfig, progress: bool) -> Any:
     retriever = load_retriever(folder, cfg.retriever, encoder=cfg.encoder, verify=cfg.verify)
     return PipelineEngine(retriever, load_generator(cfg.generator, cfg.dtype) if cfg.generator else None,
                           PipelineConfig(k=cfg.k if cfg.k is not None else 3, hops=cfg.hops,
-                                         max_passages=cfg.max_passages, max_prompt_tokens=cfg.max_prompt_tokens),
+                                         max_passages=cfg.max_passages, max_prompt_tokens=cfg.max_prompt_tokens,
+                                         hop_mode=cfg.hop_mode, plan_examples=cfg.plan_examples),
                           kind=cfg.retriever)
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from unirag.cli.common import DtypeOpt, err, out, print_json, usage_error
+from unirag.cli.common import DtypeOpt, HopModeOpt, PlanExamplesOpt, err, out, print_json, usage_error
 from unirag.cli.groups import app, index_app
 from unirag.models.registry import DEFAULT_GENERATOR
 
@@ -206,6 +206,8 @@ def ask(
                              "the reader writes a follow-up search between them, -k passages per hop)."),
     max_passages: Optional[int] = typer.Option(None, "--max-passages", min=1, help="Pipeline multi-hop: passages "
                                                "read in all (default hops x k)."),
+    hop_mode: str = HopModeOpt,
+    plan_examples: Optional[Path] = PlanExamplesOpt,
 ) -> None:
     """Answer a question from retrieved passages; prints the answer and its numbered sources."""
     from unirag.api import RAG, LoadConfig
@@ -215,7 +217,8 @@ def ask(
 
     check_retriever_kind(retriever, "--retriever")
     cfg = LoadConfig(engine, str(index) if index else None, generator, retriever, model, k, decoding,
-                     hops=hops, max_passages=max_passages, dtype=dtype).validate()
+                     hops=hops, max_passages=max_passages, dtype=dtype, hop_mode=hop_mode,
+                     plan_examples=str(plan_examples) if plan_examples else None).validate()
     params = sampling_options(max_new_tokens, temperature, top_p, top_k, seed, stop, k)
     rag = RAG.from_config(cfg, params=params, progress=not as_json)
     if as_json or not stream:
@@ -286,6 +289,8 @@ def serve(
     hops: int = typer.Option(1, min=1, help="Retrievals per question of the pipeline engine (multi-hop: the reader "
                              "writes follow-up queries); a request's 'hops' overrides it."),
     max_hops: int = typer.Option(4, min=1, help="Most hops a request may ask for (422 above)."),
+    hop_mode: str = HopModeOpt,
+    plan_examples: Optional[Path] = PlanExamplesOpt,
     max_body_bytes: int = typer.Option(1_000_000, min=1, help="Largest request body (413 above)."),
     max_question_chars: int = typer.Option(4000, min=1, help="Longest question / query / embedding input (422 above)."),
     max_k: int = typer.Option(20, min=1, help="Most passages a request may ask for (422 above)."),
@@ -309,7 +314,8 @@ def serve(
     per: dict[str, dict[str, str]] = {}
     cfg = ServeConfig(host=host, port=port, engines=engines, retriever=retriever, generator=generator,
                       dtype=dtype, api_key=api_key, max_batch=max_batch, max_queue=max_queue, batch_wait_ms=batch_wait_ms,
-                      continuous=continuous, hops=hops, max_hops=max_hops,
+                      continuous=continuous, hops=hops, max_hops=max_hops, hop_mode=hop_mode,
+                      plan_examples=str(plan_examples) if plan_examples else None,
                       max_body_bytes=max_body_bytes, max_question_chars=max_question_chars, max_k=max_k,
                       max_tokens=max_tokens, cors=list(cors or []), request_timeout_s=timeout)
     cfg.validate()

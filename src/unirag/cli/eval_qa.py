@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from unirag.cli.common import DtypeOpt, out, print_json
+from unirag.cli.common import DtypeOpt, HopModeOpt, PlanExamplesOpt, out, print_json
 from unirag.cli.groups import eval_app
 from unirag.models.registry import DEFAULT_GENERATOR
 
@@ -47,6 +47,8 @@ def eval_qa(
                              "the reader writes a follow-up search between them, -k passages per hop)."),
     max_passages: Optional[int] = typer.Option(None, "--max-passages", min=1, help="Pipeline multi-hop: passages "
                                                "read in all (default hops x k)."),
+    hop_mode: str = HopModeOpt,
+    plan_examples: Optional[Path] = PlanExamplesOpt,
     batch_size: int = typer.Option(8, min=1, help="Questions decoded together."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Write report.json and per-question "
                                            "predictions (qa-<set>-<engine>.jsonl) here."),
@@ -67,7 +69,8 @@ def eval_qa(
     for name in names:  # every option is checked before any model loads
         ix = onegen_index if name == "onegen" else index
         mdl = model if name == "onegen" else rag_model if name.startswith("rag") else None
-        multi = dict(hops=hops, max_passages=max_passages) if name == "pipeline" else {}
+        multi = dict(hops=hops, max_passages=max_passages, hop_mode=hop_mode,
+                     plan_examples=str(plan_examples) if plan_examples else None) if name == "pipeline" else {}
         cfg = LoadConfig(name, str(ix) if ix else None, generator, retriever, mdl, k, **multi,
                          dtype=dtype if name in ("pipeline", "closed-book") else None).validate()
         configs[cfg.engine] = cfg

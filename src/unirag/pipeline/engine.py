@@ -27,7 +27,14 @@ class PipelineConfig(ConfigBase):
     ``max_passages`` in all (``None``: hops x k) and ``max_prompt_tokens`` tokens of the final prompt
     (``None``: no limit); the reader writes each follow-up query in at most ``followup_tokens``
     tokens, seeing the first ``followup_words`` words of each passage read; with ``followup_anchor``
-    the text searched is the question followed by the follow-up (else the follow-up alone)."""
+    the text searched is the question followed by the follow-up (else the follow-up alone).
+
+    ``hop_mode``: ``followup`` (the above) or ``plan`` (:mod:`unirag.pipeline.plan`: after hop 0
+    the reader lists the articles the question needs, from ``plan_shots`` worked examples per plan
+    and ``plan_samples`` plans merged, at most ``plan_entries`` names of ``plan_tokens`` tokens per
+    plan; each name is a retrieval of ``plan_k`` passages, up to ``hops`` retrievals; the rest of
+    ``max_passages`` comes from the question's own ranking). ``plan_examples``: a JSONL file of
+    ``{"question", "articles"}`` (``None``: the packaged FanOutQA training-split examples)."""
 
     k: int = 3
     max_passage_words: int = 120
@@ -39,6 +46,13 @@ class PipelineConfig(ConfigBase):
     followup_tokens: int = 24
     followup_words: int = 24
     followup_anchor: bool = True
+    hop_mode: str = "followup"
+    plan_examples: str | None = None
+    plan_shots: int = 4
+    plan_samples: int = 4
+    plan_entries: int = 16
+    plan_tokens: int = 128
+    plan_k: int = 1
 
 
 class PipelineEngine(BatchStreaming):
@@ -89,6 +103,29 @@ class PipelineEngine(BatchStreaming):
             res = update_index(folder, self._dense_encoder(), add=add, delete=delete)
             self.swap_index(str(folder))  # opened and verified, then installed by one assignment
         return res.to_dict()
+
+    def planner(self) -> Any:
+        """The plan writer of ``hop_mode = "plan"`` (built once: the examples embedded with the
+        retriever's query encoder when it has one)."""
+        from unirag.pipeline.plan import Planner, packaged_examples, read_examples
+
+        cfg = self.config
+        key = (cfg.plan_examples, cfg.plan_shots, cfg.plan_samples, cfg.plan_entries, cfg.plan_tokens)
+        if getattr(self, "_planner", (None, None))[0] != key:
+            examples = read_examples(cfg.plan_examples) if cfg.plan_examples else packaged_examples()
+            dense = self.retriever if hasattr(self.retriever, "embed_queries") else None
+            self._planner = (key, Planner(examples, dense.embed_queries if dense is not None else None,
+                                          cfg.plan_shots, cfg.plan_samples, cfg.plan_entries, cfg.plan_tokens))
+        return self._planner[1]
+
+    def titles(self) -> dict[str, str]:
+        """Lower-cased passage title -> passage id of the index searched now (built once per index)."""
+        from unirag.pipeline.plan import title_lookup
+
+        store = self.retriever.store
+        if getattr(self, "_titles", (None, None))[0] is not store:
+            self._titles = (store, title_lookup(store))
+        return self._titles[1]
 
     def _dense_encoder(self) -> Any:
         r = self.retriever

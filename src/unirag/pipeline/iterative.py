@@ -15,6 +15,12 @@ The questions of a batch go through each hop together: one batched search and on
 :class:`~unirag.outputs.TraceStep` (``query`` = the text searched, ``step`` = the hop), each
 source keeps its hop in ``Source.meta["hop"]``, and the reader's queries are in
 ``Answer.extra["hops"]``.
+
+With ``hop_mode = "plan"`` (:mod:`unirag.pipeline.plan`) the reader writes no follow-ups: after hop
+0 it lists, once, the articles the question needs (from worked examples of similar questions); each
+name is a further retrieval of ``plan_k`` passages (a passage titled with the name first), up to
+``hops`` retrievals in all, and whatever the passage budget has left is filled from the question's
+own ranking, so the plan never reads fewer of the question's best passages than it has room for.
 """
 
 from __future__ import annotations
@@ -96,7 +102,10 @@ class _Question:
         return {p.id for p in self.passages}
 
     def room(self) -> int:
-        return min(self.budget.per_hop, self.budget.max_passages - len(self.passages))
+        return min(self.budget.per_hop, self.room_left())
+
+    def room_left(self) -> int:
+        return self.budget.max_passages - len(self.passages)
 
 
 def budget_of(config: Any, params: SamplingParams) -> HopBudget:
@@ -124,6 +133,8 @@ def run_hops(engine: Any, questions: Sequence[str], params: Sequence[SamplingPar
         st.tokens = len(gen.encode_prompt(engine.render_prompt(st.question, [])))
     active = [i for i, st in enumerate(states) if st.budget.per_hop > 0 and st.budget.max_passages > 0]
     queries = {i: states[i].question for i in active}
+    if getattr(engine.config, "hop_mode", "followup") == "plan":
+        return (yield from _run_plan(engine, states, active))
     hop = 0
     while active:
         yield from _retrieve(engine, states, queries, hop)
@@ -152,14 +163,63 @@ def _go_on(st: _Question, hop: int) -> bool:
     return not st.stopped
 
 
-def _retrieve(engine: Any, states: list[_Question], queries: dict[int, str], hop: int
+def _run_plan(engine: Any, states: list[_Question], active: list[int]
+              ) -> Generator[tuple[int, RetrievalEvent], None, list[tuple[str, Answer]]]:
+    """Hop 0, one plan per question, a retrieval per planned name, then the fill (see the module
+    docstring)."""
+    cfg = engine.config
+    yield from _retrieve(engine, states, {i: states[i].question for i in active}, 0)
+    active = [i for i in active if _go_on(states[i], 0)]
+    names: dict[int, list[str]] = {}
+    if active:
+        clock = Clock()
+        got, replies, ptok, ctok = engine.planner().plan(engine.generator, [states[i].question for i in active])
+        share = clock.lap() / len(active)
+        for i, n, r in zip(active, got, replies):
+            st = states[i]
+            st.followup_s += share
+            st.followup_prompt_tokens += ptok // len(active)
+            st.followup_completion_tokens += ctok // len(active)
+            st.replies += r
+            names[i] = n
+    titles = engine.titles() if active else {}
+    hop = 1
+    while True:
+        active = [i for i in active if hop - 1 < len(names[i])]
+        if not active:
+            break
+        queries = {i: names[i][hop - 1] for i in active}
+        first = {i: titles[q.lower().strip()] for i, q in queries.items() if q.lower().strip() in titles}
+        yield from _retrieve(engine, states, queries, hop, room={i: min(cfg.plan_k, states[i].room_left())
+                                                                 for i in active}, first=first)
+        for i in active:
+            if states[i].stopped == "exhausted":
+                states[i].stopped = ""  # a name that found nothing new does not end the plan
+        active = [i for i in active if _go_on(states[i], hop)]
+        hop += 1
+    fill = {i: st.question for i, st in enumerate(states) if st.budget.per_hop > 0 and st.room_left() > 0
+            and st.stopped != "tokens"}
+    if fill:  # the question's own ranking fills what the budget has left
+        yield from _retrieve(engine, states, fill, hop, room={i: states[i].room_left() for i in fill})
+    for st in states:
+        if st.stopped == "exhausted" or not st.stopped:
+            st.stopped = "plan"
+    return [_prepared(engine, st) for st in states]
+
+
+def _retrieve(engine: Any, states: list[_Question], queries: dict[int, str], hop: int,
+              room: dict[int, int] | None = None, first: dict[int, str] | None = None,
               ) -> Generator[tuple[int, RetrievalEvent], None, None]:
     """One batched search for the queries of this hop; each question keeps the best hits it has
-    not read yet, up to its room, and yields a retrieval event with its new sources."""
+    not read yet, up to its room (``room[i]``, else :meth:`_Question.room`), and yields a
+    retrieval event with its new sources. ``first[i]``: a passage id that ranks first (a title
+    match), scored as the best hit."""
     idx = list(queries)
+    room = room or {}
+    first = first or {}
     clock = Clock()
     # deep enough that, after dropping what a question has read, its room can still be filled
-    depth = max(states[i].room() + len(states[i].passages) for i in idx)
+    depth = max(room.get(i, states[i].room()) + len(states[i].passages) for i in idx)
     res = engine.retriever.search([queries[i] for i in idx], depth)
     share = clock.lap() / max(1, len(idx))
     tok = engine.generator.tokenizer
@@ -170,9 +230,13 @@ def _retrieve(engine: Any, states: list[_Question], queries: dict[int, str], hop
         st = states[i]
         st.retrieval_s += share
         passages, scores = hits(res, j)
+        if i in first:
+            rest = [(p, s) for p, s in zip(passages, scores) if p.id != first[i]]
+            passages = [engine.retriever.store.get(first[i]), *(p for p, _ in rest)]
+            scores = [float(scores[0]) if len(scores) else 0.0, *(s for _, s in rest)]
         seen, new, new_scores = st.seen, [], []
         for p, s in zip(passages, scores):
-            if len(new) >= st.room():
+            if len(new) >= room.get(i, st.room()):
                 break
             if p.id in seen or p.id in {x.id for x in new}:
                 continue

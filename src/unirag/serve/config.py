@@ -46,7 +46,8 @@ class ServeConfig(ConfigBase):
     steps. ``request_timeout_s``: a request that waits and runs longer is cancelled (504).
 
     ``hops``: retrievals per question of the pipeline engine (1: single-shot; a request's ``hops``
-    overrides it, up to ``max_hops``)."""
+    overrides it, up to ``max_hops``); ``hop_mode`` and ``plan_examples``: how it chooses its searches
+    (:class:`unirag.LoadConfig`)."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -64,6 +65,8 @@ class ServeConfig(ConfigBase):
     continuous: bool = True
     hops: int = 1
     max_hops: int = 4
+    hop_mode: str = "followup"
+    plan_examples: str | None = None
     max_body_bytes: int = 1_000_000
     max_question_chars: int = 4000
     max_k: int = 20
@@ -115,4 +118,6 @@ class ServeConfig(ConfigBase):
         index = over.get("index", None if engine == "onegen" else self.index)
         model = over.get("model", self.model)
         return LoadConfig(engine, index, self.generator, self.retriever, model,
-                          hops=self.hops if engine == "pipeline" else 1, dtype=self.dtype).validate()
+                          hops=self.hops if engine == "pipeline" else 1, dtype=self.dtype,
+                          **({"hop_mode": self.hop_mode, "plan_examples": self.plan_examples}
+                             if engine == "pipeline" else {})).validate()
