@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--hops", type=int, default=None, help="retrievals (default: 4; plan mode: budget - k + 1)")
     ap.add_argument("--hop-mode", default="followup", choices=["followup", "plan"])
     ap.add_argument("--plan-shots", type=int, default=4)
-    ap.add_argument("--plan-samples", type=int, default=4)
+    ap.add_argument("--plan-samples", type=int, default=2)
     ap.add_argument("--split", default="heldout", choices=["heldout", "train"],
                     help="FanOutQA questions (train: the plan examples' own, each without itself)")
     ap.add_argument("--budgets", default="10,20")
@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--answer-limit", type=int, default=None, help="questions answered for EM/F1 (default all)")
+    ap.add_argument("--qa-budgets", default=None, help="budgets answered for EM/F1 (default: all of --budgets)")
     ap.add_argument("--qa-only", action="store_true", help="keep the recall figures of --out, run EM/F1 only")
     ap.add_argument("--no-anchor", action="store_true", help="search the follow-up alone (not question + follow-up)")
     ap.add_argument("--threads", type=int, default=1)
@@ -167,7 +168,8 @@ def qa_phase(args, report, rag, eng, base, params, items, budgets, save) -> None
     # --- EM / F1 through the whole answer path ------------------------------------------------
     answer_items = items[: args.answer_limit] if args.answer_limit is not None else items
     if answer_items:
-        for b in sorted(budgets, reverse=True):  # the larger budget (the goal's) first
+        qa_budgets = budgets if args.qa_budgets is None else [int(b) for b in args.qa_budgets.split(",")]
+        for b in sorted(qa_budgets, reverse=True):  # the larger budget (the goal's) first
             for mode in ("single", "multi"):
                 if mode == "single":
                     eng.config = dataclasses.replace(base, hops=1, k=b, max_passages=None)

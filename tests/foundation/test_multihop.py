@@ -30,7 +30,8 @@ def index_dir(tmp_path_factory, tiny_encoder_dir):
 
 @pytest.fixture(scope="module")
 def rag(index_dir, tiny_llama_dir):
-    return unirag.RAG.load(index_dir, engine="pipeline", generator=str(tiny_llama_dir), k=2, progress=False)
+    return unirag.RAG.load(index_dir, engine="pipeline", generator=str(tiny_llama_dir), k=2, hop_mode="followup",
+                           progress=False)
 
 
 @pytest.fixture
@@ -217,14 +218,14 @@ def test_cli_ask_and_eval_qa_take_hops(index_dir, tiny_llama_dir, tmp_path):
         return proc.stdout
 
     ans = json.loads(run("ask", Q, "--index", index_dir, "--generator", tiny_llama_dir, "--hops", "2", "-k", "1",
-                         "--max-new-tokens", "3", "--json"))
+                         "--hop-mode", "followup", "--max-new-tokens", "3", "--json"))
     assert 1 <= len(ans["trace"]) <= 2 and [t["step"] for t in ans["trace"]] == list(range(len(ans["trace"])))
     ids = [s["id"] for s in ans["sources"]]
     assert len(ids) == len(set(ids)) == len(ans["trace"]) and ans["sources"][0]["meta"]["hop"] == 0
     qa = tmp_path / "qa.jsonl"
     qa.write_text(json.dumps({"question": Q, "answers": ["Leonardo"], "evidence": ["p1"]}) + "\n")
     rep = json.loads(run("eval", "qa", "--engine", "pipeline", "--set", qa, "--index", index_dir, "--generator",
-                         tiny_llama_dir, "--hops", "3", "-k", "1", "--max-passages", "2", "--max-new-tokens", "3",
+                         tiny_llama_dir, "--hops", "3", "-k", "1", "--max-passages", "2", "--hop-mode", "followup", "--max-new-tokens", "3",
                          "--json"))
     m = rep["engines"]["pipeline"]
     assert m["config"]["hops"] == 3 and m["config"]["max_passages"] == 2 and m["passages_used"] <= 2

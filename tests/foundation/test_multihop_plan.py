@@ -190,11 +190,12 @@ def test_cli_ask_takes_the_plan_mode(index_dir, tiny_llama_dir, examples_file):
     assert ans["trace"][-1]["query"] == Q or len(ans["trace"]) == 3  # the fill, unless three names filled it
 
 
-def test_serve_config_passes_the_mode_to_the_pipeline_only(index_dir, tiny_llama_dir):
+def test_serve_config_passes_the_mode_to_the_pipeline(index_dir, tiny_llama_dir):
     from unirag.serve import ServeConfig
 
     cfg = ServeConfig(engines=["pipeline", "closed-book"], index=str(index_dir), generator=str(tiny_llama_dir),
-                      hops=3, hop_mode="plan").validate()
-    assert cfg.load_config("pipeline").hop_mode == "plan" and cfg.load_config("closed-book").hop_mode == "followup"
+                      hops=3, hop_mode="followup").validate()
+    assert cfg.load_config("pipeline").hop_mode == "followup" and cfg.load_config("closed-book").hops == 1
+    assert ServeConfig().hop_mode == unirag.LoadConfig().hop_mode == "plan"  # the measured default
     with pytest.raises(ConfigError, match="hop_mode"):
         ServeConfig(hop_mode="tree", hops=2).load_config("pipeline")

@@ -50,9 +50,10 @@ class LoadConfig(ConfigBase):
     ``num_beams``: RAG decoders. ``hops`` (pipeline): retrievals per question, 1 = single-shot,
     more = the reader writes a follow-up query between them; ``max_passages``: passages read in all
     (``None``: hops x k); ``max_prompt_tokens``: tokens of the final prompt (``None``: no limit);
-    ``hop_mode``: ``followup`` (a follow-up query after each hop) or ``plan`` (the reader lists the
-    articles needed once, from worked examples in ``plan_examples``, a JSONL file, ``None``: the
-    packaged ones; :mod:`unirag.pipeline.plan`). ``dtype``: weights of the pipeline's generator, ``float32`` or ``bfloat16`` (``None``: the
+    ``hop_mode``: ``plan`` (the reader lists the articles needed once, from worked examples in
+    ``plan_examples``, a JSONL file, ``None``: the packaged ones; :mod:`unirag.pipeline.plan`;
+    each name is a hop, so give ``hops`` room for them) or ``followup`` (a follow-up query after
+    each hop). ``dtype``: weights of the pipeline's generator, ``float32`` or ``bfloat16`` (``None``: the
     model's measured default on this CPU, :func:`unirag.models.registry.default_dtype`)."""
 
     engine: str = "pipeline"
@@ -69,7 +70,7 @@ class LoadConfig(ConfigBase):
     max_passages: int | None = None
     max_prompt_tokens: int | None = None
     dtype: str | None = None
-    hop_mode: str = "followup"
+    hop_mode: str = "plan"
     plan_examples: str | None = None
 
     def validate(self) -> LoadConfig:
@@ -153,7 +154,7 @@ class RAG:
              k: int | None = None, decoding: str | None = None, num_beams: int = 4, verify: bool = True,
              params: SamplingParams | None = None, progress: bool = True, hops: int = 1,
              max_passages: int | None = None, max_prompt_tokens: int | None = None, dtype: str | None = None,
-             hop_mode: str = "followup", plan_examples: str | os.PathLike | None = None) -> RAG:
+             hop_mode: str = "plan", plan_examples: str | os.PathLike | None = None) -> RAG:
         """Load an engine over an index folder. Names and paths are checked before anything loads.
 
         ``hops`` > 1 (pipeline): multi-hop retrieval, ``k`` passages per hop, at most

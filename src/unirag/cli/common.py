@@ -67,10 +67,11 @@ def print_json(data: Any) -> None:
 DtypeOpt = typer.Option(None, "--dtype", help="Weights of the pipeline's and closed-book's generator: float32 or "
                         "bfloat16 (default: the model's measured choice on this CPU; bfloat16 only where the CPU "
                         "multiplies it natively).")
-HopModeOpt = typer.Option("followup", "--hop-mode", help="Pipeline multi-hop (--hops > 1): 'followup' (the reader "
-                          "writes a search after each hop) or 'plan' (it lists the articles the question needs "
-                          "once, from worked examples of similar questions; each name is one hop of 1 passage, "
-                          "the rest of --max-passages comes from the question's own ranking).")
+HopModeOpt = typer.Option("plan", "--hop-mode", help="Pipeline multi-hop (--hops > 1): 'plan' (the reader lists "
+                          "the articles the question needs once, from worked examples of similar questions; each "
+                          "name is a hop of 1 passage, up to --hops in all, and the rest of --max-passages comes "
+                          "from the question's own ranking) or 'followup' (the reader writes one search after "
+                          "each hop).")
 PlanExamplesOpt = typer.Option(None, "--plan-examples", help="--hop-mode plan: JSONL of worked examples, "
                                '{"question": ..., "articles": [...]} per line (default: the packaged FanOutQA '
                                "training-split questions).")

@@ -29,7 +29,7 @@ class PipelineConfig(ConfigBase):
     tokens, seeing the first ``followup_words`` words of each passage read; with ``followup_anchor``
     the text searched is the question followed by the follow-up (else the follow-up alone).
 
-    ``hop_mode``: ``followup`` (the above) or ``plan`` (:mod:`unirag.pipeline.plan`: after hop 0
+    ``hop_mode``: ``plan`` (the default, measured better) or ``followup`` (the above); ``plan`` (:mod:`unirag.pipeline.plan`: after hop 0
     the reader lists the articles the question needs, from ``plan_shots`` worked examples per plan
     and ``plan_samples`` plans merged, at most ``plan_entries`` names of ``plan_tokens`` tokens per
     plan; each name is a retrieval of ``plan_k`` passages, up to ``hops`` retrievals; the rest of
@@ -46,10 +46,10 @@ class PipelineConfig(ConfigBase):
     followup_tokens: int = 24
     followup_words: int = 24
     followup_anchor: bool = True
-    hop_mode: str = "followup"
+    hop_mode: str = "plan"
     plan_examples: str | None = None
     plan_shots: int = 4
-    plan_samples: int = 4
+    plan_samples: int = 2
     plan_entries: int = 16
     plan_tokens: int = 128
     plan_k: int = 1

@@ -116,7 +116,7 @@ class Planner:
     question: ``shots`` examples per plan, ``samples`` plans per question (plan ``s`` uses the
     nearest examples ``s*shots .. (s+1)*shots - 1``), at most ``entries`` names in all."""
 
-    def __init__(self, examples: Sequence[PlanExample], embed: Any = None, shots: int = 4, samples: int = 4,
+    def __init__(self, examples: Sequence[PlanExample], embed: Any = None, shots: int = 4, samples: int = 2,
                  entries: int = 16, max_new_tokens: int = 128):
         self.examples = list(examples)
         self.shots, self.samples, self.entries, self.max_new_tokens = shots, samples, entries, max_new_tokens

@@ -65,7 +65,7 @@ class ServeConfig(ConfigBase):
     continuous: bool = True
     hops: int = 1
     max_hops: int = 4
-    hop_mode: str = "followup"
+    hop_mode: str = "plan"
     plan_examples: str | None = None
     max_body_bytes: int = 1_000_000
     max_question_chars: int = 4000
