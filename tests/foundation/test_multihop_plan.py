@@ -150,13 +150,20 @@ def test_an_empty_plan_still_fills_the_budget(rag, engine, monkeypatch):
     assert [s.id for s in ans.sources] == [s.id for s in single.sources]  # the single-shot top 3
 
 
+def test_plan_budget_defaults_to_hop_0_and_one_passage_per_name(rag, engine, monkeypatch):
+    configure(engine, hops=3, k=2, max_passages=None, plan_samples=1)
+    script(monkeypatch, engine, lambda q, s: "Jupiter; Nile; Beethoven; Paris")
+    ans = rag.ask(Q, PARAMS)
+    assert len(ans.sources) == 2 + 2 and len(ans.trace) == 3 and ans.extra["hops"]["stopped"] == "hops"
+
+
 def test_examples_file_errors_name_the_line(tmp_path, index_dir, tiny_llama_dir):
     bad = tmp_path / "ex.jsonl"
     bad.write_text('{"question": "q", "articles": ["A"]}\n\n{"question": "q2", "articles": []}\n')
     with pytest.raises(CorpusError, match=r"ex.jsonl:3: field 'articles'"):
         read_examples(bad)
     bad.write_text("{oops\n")
-    with pytest.raises(CorpusError, match=r"ex.jsonl:1: not JSON"):
+    with pytest.raises(CorpusError, match=r"ex.jsonl:1: invalid JSON"):
         unirag.LoadConfig(index=str(index_dir), generator=str(tiny_llama_dir), hops=2, hop_mode="plan",
                           plan_examples=str(bad)).validate()
     with pytest.raises(ConfigError, match="hop_mode"):

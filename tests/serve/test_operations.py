@@ -277,11 +277,11 @@ def test_multi_hop_per_request_and_its_limit(rag):
         assert r.status_code == 200
         body = r.json()
         # the plan loop ran (the default hop mode): hop 0 for the question, at most one planned name
-        # (2 hops), then the question's ranking fills the 2 x 2 passages
+        # (2 hops), then the question's ranking fills the budget: k + 1 name = 3 passages
         hops, trace = body["extra"]["hops"], body["trace"]
         assert trace[0]["query"] == "Who painted the Mona Lisa?" and 2 <= len(trace) <= 3
         assert [t["step"] for t in trace] == list(range(len(trace))) and hops["stopped"] in ("hops", "plan")
-        assert len({s["id"] for s in body["sources"]}) == len(body["sources"]) == 4
+        assert len({s["id"] for s in body["sources"]}) == len(body["sources"]) == 3
         one = httpx.post(url + "/ask", json={"question": "Who painted the Mona Lisa?", "k": 2, "max_new_tokens": 4})
         assert len(one.json()["trace"]) == 1 and "hops" not in one.json().get("extra", {})
         r = httpx.post(url + "/v1/chat/completions", json={"model": "unirag-pipeline", "messages": MSG, "hops": 3})

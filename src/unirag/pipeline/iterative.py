@@ -110,11 +110,16 @@ class _Question:
 
 def budget_of(config: Any, params: SamplingParams) -> HopBudget:
     """The budget of one request: ``params.hops`` (``None``: ``config.hops``), ``params.k`` passages
-    per hop (``None``: ``config.k``), ``config.max_passages`` (``None``: hops x k) and
-    ``config.max_prompt_tokens``."""
+    per hop (``None``: ``config.k``), ``config.max_passages`` (``None``: hops x k; plan mode: hop
+    0's k and ``plan_k`` per name) and ``config.max_prompt_tokens``."""
     hops = config.hops if getattr(params, "hops", None) is None else params.hops
     k = config.k if params.k is None else params.k
-    cap = config.max_passages if config.max_passages is not None else hops * k
+    if config.max_passages is not None:
+        cap = config.max_passages
+    elif getattr(config, "hop_mode", "followup") == "plan":
+        cap = k + (hops - 1) * config.plan_k
+    else:
+        cap = hops * k
     return HopBudget(hops, k, cap, config.max_prompt_tokens)
 
 

@@ -18,13 +18,11 @@ FanOutQA dev questions of the training split with their decompositions' evidence
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,24 +59,16 @@ def packaged_examples(max_articles: int = 16) -> tuple[PlanExample, ...]:
 def read_examples(path: str | os.PathLike) -> tuple[PlanExample, ...]:
     """Examples from a JSONL file (``question``: str, ``articles``: list of str per line); a bad
     line raises ``CorpusError`` naming the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise CorpusError(f"{path}: no such plan examples file")
+    from unirag.corpus.jsonl import iter_jsonl
+
     out = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CorpusError(f"{path}:{n}: not JSON ({e.msg})") from None
-            q, arts = (row.get("question"), row.get("articles")) if isinstance(row, dict) else (None, None)
-            if not isinstance(q, str) or not q.strip():
-                raise CorpusError(f"{path}:{n}: field 'question' must be a non-empty string")
-            if not isinstance(arts, list) or not arts or not all(isinstance(a, str) and a.strip() for a in arts):
-                raise CorpusError(f"{path}:{n}: field 'articles' must be a non-empty list of strings")
-            out.append(PlanExample(q.strip(), tuple(a.strip() for a in arts)))
+    for n, row in iter_jsonl(path):
+        q, arts = row.get("question"), row.get("articles")
+        if not isinstance(q, str) or not q.strip():
+            raise CorpusError(f"{path}:{n}: field 'question' must be a non-empty string")
+        if not isinstance(arts, list) or not arts or not all(isinstance(a, str) and a.strip() for a in arts):
+            raise CorpusError(f"{path}:{n}: field 'articles' must be a non-empty list of strings")
+        out.append(PlanExample(q.strip(), tuple(a.strip() for a in arts)))
     if not out:
         raise CorpusError(f"{path}: no plan examples")
     return tuple(out)
