@@ -29,12 +29,13 @@ class PipelineConfig(ConfigBase):
     tokens, seeing the first ``followup_words`` words of each passage read; with ``followup_anchor``
     the text searched is the question followed by the follow-up (else the follow-up alone).
 
-    ``hop_mode``: ``plan`` (the default, measured better) or ``followup`` (the above); ``plan`` (:mod:`unirag.pipeline.plan`: after hop 0
-    the reader lists the articles the question needs, from ``plan_shots`` worked examples per plan
-    and ``plan_samples`` plans merged, at most ``plan_entries`` names of ``plan_tokens`` tokens per
-    plan; each name is a retrieval of ``plan_k`` passages, up to ``hops`` retrievals; the rest of
-    ``max_passages`` comes from the question's own ranking). ``plan_examples``: a JSONL file of
-    ``{"question", "articles"}`` (``None``: the packaged FanOutQA training-split examples)."""
+    ``hop_mode``: ``followup`` (the above) or ``plan`` (the default, measured better;
+    :mod:`unirag.pipeline.plan`): after hop 0 the reader lists the articles the question needs, from
+    ``plan_shots`` worked examples per plan and ``plan_samples`` plans merged, at most
+    ``plan_entries`` names, ``plan_tokens`` tokens per plan; each name is a retrieval of ``plan_k``
+    passages, up to ``hops`` retrievals; the rest of ``max_passages`` comes from the question's own
+    ranking. ``plan_examples``: a JSONL file of ``{"question", "articles"}`` (``None``: the packaged
+    FanOutQA training-split examples)."""
 
     k: int = 3
     max_passage_words: int = 120

@@ -178,15 +178,14 @@ def _run_plan(engine: Any, states: list[_Question], active: list[int]
     names: dict[int, list[str]] = {}
     if active:
         clock = Clock()
-        got, replies, ptok, ctok = engine.planner().plan(engine.generator, [states[i].question for i in active])
+        plans = engine.planner().plan(engine.generator, [states[i].question for i in active])
         share = clock.lap() / len(active)
-        for i, n, r in zip(active, got, replies):
+        for i, (names[i], replies, ptok, ctok) in zip(active, plans):
             st = states[i]
             st.followup_s += share
-            st.followup_prompt_tokens += ptok // len(active)
-            st.followup_completion_tokens += ctok // len(active)
-            st.replies += r
-            names[i] = n
+            st.followup_prompt_tokens += ptok
+            st.followup_completion_tokens += ctok
+            st.replies += replies
     titles = engine.titles() if active else {}
     hop = 1
     while True:

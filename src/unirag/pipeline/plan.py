@@ -139,23 +139,23 @@ class Planner:
             out.append(per)
         return out
 
-    def plan(self, generator: Any, questions: Sequence[str]) -> tuple[list[list[str]], list[list[str]], int, int]:
-        """``(names, replies, prompt tokens, completion tokens)``: per question the merged names and
-        the raw replies, all plans of all questions in one greedy ``generate_batch``."""
+    def plan(self, generator: Any, questions: Sequence[str]) -> list[tuple[list[str], list[str], int, int]]:
+        """Per question ``(names, replies, prompt tokens, completion tokens)``: the merged names, the
+        raw replies and the tokens of its plans; all plans of all questions in one greedy
+        ``generate_batch``."""
         from unirag.sampling_params import SamplingParams
 
         per = self.prompts(questions)
         flat = [p for ps in per for p in ps]
         outs = generator.generate_batch(flat, SamplingParams(max_new_tokens=self.max_new_tokens, stop=["\n"]))
-        names, replies, at = [], [], 0
-        prompt_tokens = sum(len(generator.encode_prompt(p)) for p in flat)
-        completion = sum(len(o.token_ids) for o in outs)
+        result, at = [], 0
         for ps in per:
-            texts = [o.text for o in outs[at:at + len(ps)]]
+            mine = outs[at:at + len(ps)]
+            texts = [o.text for o in mine]
+            result.append((merge_plans([parse_plan(t, self.entries) for t in texts], self.entries), texts,
+                           sum(len(generator.encode_prompt(p)) for p in ps), sum(len(o.token_ids) for o in mine)))
             at += len(ps)
-            replies.append(texts)
-            names.append(merge_plans([parse_plan(t, self.entries) for t in texts], self.entries))
-        return names, replies, prompt_tokens, completion
+        return result
 
 
 def _unit(m: np.ndarray) -> np.ndarray:
