@@ -16,16 +16,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def contains(text: str, golds: list[str]) -> bool:
-    """Whether a normalised gold answer occurs in the normalised text."""
-    from unirag.eval.qa import normalize_answer
-
-    t = normalize_answer(text)
-    return any(g and g in t for g in map(normalize_answer, golds))
-
-
 def main() -> int:
     from unirag.corpus.jsonl import iter_jsonl
+    from unirag.eval.qa import answer_in_text as contains
     from unirag.data.qa import load_qa_set
     from unirag.data.wiki import wiki_passages
     from unirag.models.decoding import cut_words

@@ -1,7 +1,7 @@
 """The held-out figures of a trained OneGen model, by one command (docs/onegen.md, "The trained
 default model"): every figure of the OneGen quality targets, for a model folder.
 
-    python bench/bench_onegen_recipe.py [--model DIR] [--jobs 2] [--parts lm,retrieval,linking,single,multi]
+    python bench/bench_onegen_recipe.py [--model DIR] [--data DIR] [--jobs 2] [--parts lm,retrieval,linking,single,multi]
 
 Parts (each a `unirag eval` command run as a subprocess with one torch thread, ``--jobs`` at a time,
 so the two indexes the model needs are embedded side by side on a 2-core machine):
@@ -75,13 +75,14 @@ def lm_losses(model_dir: str, files: dict[str, str], docs: str) -> dict:
     return out
 
 
-def run(model: str, parts: list[str], jobs: int, logs: Path) -> dict:
-    """Every requested part; ``{part: report}``."""
+def run(model: str, parts: list[str], jobs: int, logs: Path, data: Path = Path("runs/onegen/data")) -> dict:
+    """Every requested part; ``{part: report}``. ``data``: the model's training data folder (its
+    ``train.jsonl`` splits retrieval by training positive, its ``heldout.jsonl`` gives the LM loss)."""
     logs.mkdir(parents=True, exist_ok=True)
     m = ["--model", model]
     commands = {
         "retrieval": ["eval", "retrieval", "--split", "heldout", "--retriever", "onegen", "--ks", "1,5,20", *m,
-                      "--train-file", "runs/onegen/data/train.jsonl"],
+                      "--train-file", str(data / "train.jsonl")],
         "linking": ["eval", "linking", "--limit", "120", "--tune", *m],
         "single": ["eval", "qa", "--set", "fanoutqa-single", "--engine", "onegen,pipeline", "-k", "1",
                    "--generator", "onegen", *m, "--out", str(logs / "single")],
@@ -103,9 +104,9 @@ def run(model: str, parts: list[str], jobs: int, logs: Path) -> dict:
 
         root = Path("runs/onegen")
         out["lm"] = lm_losses(model or str(default_onegen_dir()),
-                              {"own_heldout": str(root / "data" / "heldout.jsonl"),
+                              {"own_heldout": str(data / "heldout.jsonl"),
                                "first_release_heldout": str(root / "data-v1" / "heldout.jsonl")},
-                              str(root / "data" / "docs.jsonl"))
+                              str(data / "docs.jsonl"))
     return out
 
 
@@ -151,6 +152,8 @@ def main() -> None:
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {', '.join(PARTS)}")
     ap.add_argument("--jobs", type=int, default=2, help="evaluations run side by side (one thread each)")
     ap.add_argument("--logs", default="runs/onegen/recipe", help="folder for logs and per-question predictions")
+    ap.add_argument("--data", default="runs/onegen/data",
+                    help="the model's training data folder (train.jsonl, heldout.jsonl, docs.jsonl)")
     ap.add_argument("--out", default=str(RESULTS / "onegen_recipe.json"))
     ap.add_argument("--table-only", action="store_true", help="print the table of an existing --out file")
     a = ap.parse_args()
@@ -166,7 +169,7 @@ def main() -> None:
     if a.table_only:
         res = json.loads(Path(a.out).read_text())
     else:
-        res = {"model": model, "parts": parts, **run(model, parts, a.jobs, Path(a.logs))}
+        res = {"model": model, "parts": parts, "data": a.data, **run(model, parts, a.jobs, Path(a.logs), Path(a.data))}
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
     print(table(summary_rows(res), f"OneGen held-out figures ({model})"))

@@ -89,3 +89,34 @@ def test_tokenised_count_must_match(onegen_model, content):
 
     with pytest.raises(OneGenDataError, match="retrievals"):
         _encode(onegen_model, row)
+
+
+def test_answer_without_loss_masks_only_that_reply(onegen_model):
+    """``answer_loss: false`` on the first retrieval: its reply (here up to the next retrieval token,
+    no line break between the hops) carries no loss; the second answer and the end of turn do."""
+    tok = onegen_model.tokenizer
+    row = example_rows()[0]
+    row = {**row, "retrievals": [{**row["retrievals"][0], "answer_loss": False}, row["retrievals"][1]]}
+    enc = _encode(onegen_model, row)
+    kept = tok.decode([i for i, lab in zip(enc.input_ids, enc.labels) if lab != IGNORE])
+    assert kept == "Who directed Alien?[RQ][RQ]Paris<|im_end|>"
+    assert parse_example(row, onegen_model.config, DOCS, "mem:1").to_dict()["retrievals"][0]["answer_loss"] is False
+
+
+def test_answer_loss_must_be_boolean(onegen_model):
+    from unirag.onegen.data import OneGenDataError
+
+    row = example_rows()[0]
+    row = {**row, "retrievals": [{**row["retrievals"][0], "answer_loss": "no"}, row["retrievals"][1]]}
+    with pytest.raises(OneGenDataError, match=r"retrievals\[0\]\.answer_loss"):
+        _encode(onegen_model, row)
+
+
+def test_last_answer_without_loss_runs_to_the_line_break(onegen_model):
+    tok = onegen_model.tokenizer
+    row = {"messages": [{"role": "user", "content": "Which river?"},
+                        {"role": "assistant", "content": "Longest?[RQ]<passage>Nile is long.</passage>Nile\nAnswer: Nile"}],
+           "retrievals": [{"positives": ["Nile"], "answer_loss": False}]}
+    enc = _encode(onegen_model, row)
+    kept = tok.decode([i for i, lab in zip(enc.input_ids, enc.labels) if lab != IGNORE])
+    assert kept == "Longest?[RQ]\nAnswer: Nile<|im_end|>"

@@ -61,6 +61,28 @@ def test_multihop_examples_supervise_corpus_hops_and_train_the_others_by_lm_alon
     assert cut_words(CORPUS["P1"].contents, 48).endswith(" ...")
 
 
+def test_supported_answer_loss_marks_answers_the_passage_does_not_hold():
+    """``answer_loss="supported"``: a hop answer carries LM loss only if its inserted passage (as cut)
+    holds it; the default keeps every answer's loss."""
+    from unirag.onegen.datasets import leaf_examples
+
+    cfg = OneGenConfig()
+    corpus = dict(CORPUS, P1=Passage("P1", f"P1 was founded by a0 {WORDS}", "P1"),
+                  P2=Passage("P2", f"P2 text {WORDS} a1", "P2"))   # a1 lies past the first 48 words
+    q = _question(present=2, absent=0)
+    (ex,) = fanoutqa_examples([q], corpus, cfg, passage_words=48, supported_only=True)
+    assert [r.answer_loss for r in ex.retrievals] == [True, False]
+    (full,) = fanoutqa_examples([q], corpus, cfg, passage_words=None, supported_only=True)
+    assert [r.answer_loss for r in full.retrievals] == [True, True]
+    (plain,) = fanoutqa_examples([q], corpus, cfg, passage_words=48)
+    assert all(r.answer_loss for r in plain.retrievals)
+    singles = leaf_examples([q], corpus, cfg, 48, supported_only=True)
+    assert [e.retrievals[0].answer_loss for e in singles] == [True, False]
+    assert singles[1].to_dict()["retrievals"][0]["answer_loss"] is False
+    with pytest.raises(ValueError, match="answer_loss"):
+        OneGenDataConfig(answer_loss="some")
+
+
 def test_answer_lists_are_capped():
     leaf = FanOutLeaf("l", "Who?", [f"n{i}" for i in range(9)], "P1", "q")
     assert answer_text(leaf, 3) == "n0, n1, n2, ..."

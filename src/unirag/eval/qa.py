@@ -17,6 +17,12 @@ def normalize_answer(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
+def answer_in_text(text: str, golds: str | Sequence[str]) -> bool:
+    """Whether any normalised gold answer occurs in the normalised ``text`` (as EM normalises)."""
+    t = normalize_answer(text)
+    return any(g and g in t for g in map(normalize_answer, [golds] if isinstance(golds, str) else golds))
+
+
 def exact_match(prediction: str, gold: str | Sequence[str]) -> float:
     """1.0 if the normalised prediction equals any normalised gold answer, else 0.0."""
     golds = [gold] if isinstance(gold, str) else list(gold)

@@ -3,7 +3,9 @@
 Labels follow the transformers convention (aligned with ``input_ids``, shifted inside the loss):
 prompt tokens carry no loss; assistant tokens carry the LM loss, the retrieval token included (the
 model learns when to retrieve); the token right after a retrieval token is masked; text between
-the passage markers (inserted context, markers included) carries no loss. The end-of-turn token
+the passage markers (inserted context, markers included) carries no loss, nor does the reply
+after the passage of a retrieval with ``answer_loss`` false (up to the next line break, retrieval
+token or the end of the message: an answer its passage does not support). The end-of-turn token
 that closes an assistant message is labelled, so the model learns to stop.
 
 A batch holds each distinct document once, whatever the number of retrievals that point at it.
@@ -64,6 +66,37 @@ def _spans(text: str, start: str, end: str, lo: int, hi: int) -> list[tuple[int,
     return out
 
 
+def _silent_replies(text: str, assistant: list[tuple[int, int]], passages: list[tuple[int, int]],
+                    config: OneGenConfig, retrievals: Sequence[Retrieval]) -> list[tuple[int, int]]:
+    """Character spans without LM loss: for each retrieval with ``answer_loss`` false, from the end of
+    the first passage after its token to the next line break, retrieval token or end of message."""
+    if all(r.answer_loss for r in retrievals):
+        return []
+    marks = [config.token(r) for r in config.retrieval_roles]
+    found = sorted(i for a, b in assistant for m in marks for i in _find_all(text, m, a, b))
+    out = []
+    for n, (pos, ret) in enumerate(zip(found, retrievals)):
+        if ret.answer_loss:
+            continue
+        end = next((b for a, b in assistant if a <= pos < b), len(text))
+        if n + 1 < len(found):
+            end = min(end, found[n + 1])
+        start = next((pb for pa, pb in passages if pa >= pos), None)
+        if start is None or start >= end:
+            continue
+        stop = text.find("\n", start, end)
+        out.append((start, end if stop < 0 else stop))
+    return out
+
+
+def _find_all(text: str, needle: str, lo: int, hi: int) -> list[int]:
+    out, i = [], text.find(needle, lo, hi)
+    while i >= 0:
+        out.append(i)
+        i = text.find(needle, i + len(needle), hi)
+    return out
+
+
 def encode_example(ex: OneGenExample, tokenizer: Any, config: OneGenConfig, max_length: int | None = None,
                    where: str = "") -> EncodedExample:
     """Tokenise one example and build its labels (see the module docstring)."""
@@ -82,6 +115,7 @@ def encode_example(ex: OneGenExample, tokenizer: Any, config: OneGenConfig, max_
             assistant.append((i, i + len(content)))
         cursor = i + len(content)
     passages = [s for a, b in assistant for s in _spans(text, config.passage_start, config.passage_end, a, b)]
+    silent = _silent_replies(text, assistant, passages, config, ex.retrievals)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
     ret_ids = {tokenizer.convert_tokens_to_ids(config.token(r)) for r in config.retrieval_roles}
@@ -92,7 +126,7 @@ def encode_example(ex: OneGenExample, tokenizer: Any, config: OneGenConfig, max_
         inside = next(((a, b) for a, b in assistant if a <= s < b), None)
         if inside is None:
             continue
-        if any(a <= s < b for a, b in passages):
+        if any(a <= s < b for a, b in passages) or any(a <= s < b for a, b in silent):
             continue
         labels[k] = ids[k]
         if ids[k] in ret_ids:

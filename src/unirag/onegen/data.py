@@ -9,8 +9,11 @@ One example per line::
      "retrievals": [{"positives": ["Alien (film)"], "negatives": ["Aliens (film)"]}]}
 
 ``retrievals[i]`` belongs to the i-th retrieval token (query ``[RQ]`` or mention ``[RM]``) in the
-assistant messages, in order: ``positives`` (document ids, required; an empty list trains the token by the LM loss alone) and
-``negatives`` (hard-negative ids, optional). Document ids refer to a document store: a corpus
+assistant messages, in order: ``positives`` (document ids, required; an empty list trains the token
+by the LM loss alone), ``negatives`` (hard-negative ids, optional) and ``answer_loss`` (optional,
+default ``true``; ``false``: the text written after this retrieval's passage, up to the next line
+break, retrieval token or the end of the message, carries no LM loss: an answer the passage does
+not support). Document ids refer to a document store: a corpus
 JSONL (``{"id", "text", "title"?}`` per line), TSV, a ``DocStore`` folder or an index folder.
 Text between ``passage_start`` and ``passage_end`` markers is inserted context (no loss).
 Every error names the file, the line and the field.
@@ -36,11 +39,13 @@ class OneGenDataError(CorpusError):
 
 @dataclass
 class Retrieval:
-    """The supervision of one retrieval token: positive and hard-negative document ids."""
+    """The supervision of one retrieval token: positive and hard-negative document ids, and whether
+    the reply written after its passage carries LM loss (``answer_loss``)."""
 
     positives: list[str]
     negatives: list[str] = field(default_factory=list)
     role: str = "query"
+    answer_loss: bool = True
 
 
 @dataclass
@@ -55,8 +60,8 @@ class OneGenExample:
         """The JSONL form of the schema."""
         out: dict[str, Any] = {"id": self.id} if self.id else {}
         out["messages"] = self.messages
-        out["retrievals"] = [{"positives": r.positives, **({"negatives": r.negatives} if r.negatives else {})}
-                             for r in self.retrievals]
+        out["retrievals"] = [{"positives": r.positives, **({"negatives": r.negatives} if r.negatives else {}),
+                              **({} if r.answer_loss else {"answer_loss": False})} for r in self.retrievals]
         return out
 
 
@@ -109,7 +114,7 @@ def parse_example(row: Any, config: OneGenConfig, docs: Mapping[str, Any] | None
     for i, (r, role) in enumerate(zip(rets, roles)):
         if not isinstance(r, dict):
             raise fail(f"retrievals[{i}]", "must be an object with 'positives' (and optional 'negatives')")
-        bad = sorted(set(r) - {"positives", "negatives"})
+        bad = sorted(set(r) - {"positives", "negatives", "answer_loss"})
         if bad:
             raise fail(f"retrievals[{i}].{bad[0]}", "unknown field")
         pos, neg = r.get("positives"), r.get("negatives", [])
@@ -123,7 +128,10 @@ def parse_example(row: Any, config: OneGenConfig, docs: Mapping[str, Any] | None
                     raise fail(f"retrievals[{i}].{name}[{j}]", f"document id must be a string, got {pid!r}")
                 if docs is not None and pid not in docs:
                     raise fail(f"retrievals[{i}].{name}[{j}]", f"unknown document id {pid!r}")
-        out.append(Retrieval([str(p) for p in pos], [str(n) for n in neg if n not in pos], role))
+        answer_loss = r.get("answer_loss", True)
+        if not isinstance(answer_loss, bool):
+            raise fail(f"retrievals[{i}].answer_loss", f"must be true or false, got {answer_loss!r}")
+        out.append(Retrieval([str(p) for p in pos], [str(n) for n in neg if n not in pos], role, answer_loss))
     return OneGenExample(messages=msgs, retrievals=out, id=str(row.get("id", "")))
 
 

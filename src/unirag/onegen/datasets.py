@@ -36,6 +36,7 @@ from unirag.config.base import ConfigBase
 from unirag.corpus import Passage
 from unirag.data.fanoutqa import FanOutLeaf, FanOutQuestion, fanoutqa_split
 from unirag.data.wiki import wiki_passages
+from unirag.eval.qa import answer_in_text
 from unirag.models.decoding import cut_words
 from unirag.onegen.config import OneGenConfig
 from unirag.onegen.data import OneGenExample, Retrieval
@@ -51,7 +52,10 @@ class OneGenDataConfig(ConfigBase):
     answer-ending single-hop examples; ``max_hops`` sub-questions per multi-hop example;
     ``fill_hops`` adds leaves whose evidence page is outside the corpus (BM25 passage, no
     positive); ``max_answer_items`` caps a leaf answer list (``...`` marks the cut); ``linking``
-    entity-linking documents; ``negatives`` BM25 hard negatives per supervised retrieval.
+    entity-linking documents; ``negatives`` BM25 hard negatives per supervised retrieval;
+    ``answer_loss`` ``"all"`` trains every FanOutQA answer written after a passage, ``"supported"``
+    only those whose inserted passage holds them (the others keep their retrieval and carry no LM
+    loss: the model is not taught to answer past what it read).
     """
 
     passage_words: int | None = None
@@ -63,8 +67,11 @@ class OneGenDataConfig(ConfigBase):
     linking: int = 1000
     negatives: int = 3
     seed: int = 0
+    answer_loss: str = "all"
 
     def __post_init__(self) -> None:
+        if self.answer_loss not in ("all", "supported"):
+            raise ValueError(f"OneGenDataConfig.answer_loss must be 'all' or 'supported', got {self.answer_loss!r}")
         for name in ("descriptions", "linking", "negatives"):
             if getattr(self, name) < 0:
                 raise ValueError(f"OneGenDataConfig.{name} must be >= 0, got {getattr(self, name)}")
@@ -99,6 +106,14 @@ def answer_text(leaf: FanOutLeaf, max_items: int = 5) -> str:
     return ", ".join(items[:max_items]) + (", ..." if len(items) > max_items else "")
 
 
+def supported(leaf: FanOutLeaf, passage: Passage, words: int | None,
+              max_items: int = 5) -> bool:
+    """Whether the passage as inserted (cut to ``words``) holds every answer item the leaf's training
+    text writes (normalised containment, as EM normalises)."""
+    text = cut_words(passage.contents, words)
+    return all(answer_in_text(text, item) for item in leaf.answers[:max_items])
+
+
 def hop_groups(q: FanOutQuestion, corpus: dict[str, Passage], max_hops: int, fill: bool,
                exclude: Callable[[FanOutLeaf], bool] | None = None) -> list[list[FanOutLeaf]]:
     """The leaves of ``q`` grouped into examples of at most ``max_hops`` hops, in decomposition order:
@@ -120,10 +135,12 @@ def hop_groups(q: FanOutQuestion, corpus: dict[str, Passage], max_hops: int, fil
 def fanoutqa_examples(questions: list[FanOutQuestion], corpus: dict[str, Passage], config: OneGenConfig,
                       passage_words: int | None = 48, max_hops: int = 4, fill: bool = False,
                       fill_passages: dict[str, str] | None = None, max_answer_items: int = 1000,
-                      exclude: Callable[[FanOutLeaf], bool] | None = None) -> list[OneGenExample]:
+                      exclude: Callable[[FanOutLeaf], bool] | None = None,
+                      supported_only: bool = False) -> list[OneGenExample]:
     """Multi-hop examples (see the module docstring). ``fill_passages`` maps the id of each leaf
     outside the corpus to the passage id inserted for it (required with ``fill``); leaves for
-    which ``exclude`` is true are left out."""
+    which ``exclude`` is true are left out; with ``supported_only`` a hop answer carries LM loss
+    only where its passage holds it."""
     q_tok = config.token("query")
     out = []
     for q in questions:
@@ -135,7 +152,8 @@ def fanoutqa_examples(questions: list[FanOutQuestion], corpus: dict[str, Passage
                 pid = leaf.evidence_title if supervised else (fill_passages or {})[leaf.id]
                 parts.append(f"{leaf.question}{q_tok}{passage_span(corpus[pid], config, passage_words)}"
                              f"{answer_text(leaf, max_answer_items)}\n")
-                rets.append(Retrieval([pid] if supervised else []))
+                loss = not supported_only or supported(leaf, corpus[pid], passage_words, max_answer_items)
+                rets.append(Retrieval([pid] if supervised else [], answer_loss=loss))
             final = ", ".join(q.answers)
             if c == len(groups) - 1 and len(final) <= 100:
                 parts.append(f"Answer: {final}")
@@ -161,16 +179,17 @@ def fill_passages_bm25(questions: list[FanOutQuestion], corpus: dict[str, Passag
 
 def leaf_examples(questions: list[FanOutQuestion], corpus: dict[str, Passage], config: OneGenConfig,
                   passage_words: int | None = 48, exclude: set[str] = frozenset(),
-                  max_answer_items: int = 1000) -> list[OneGenExample]:
+                  max_answer_items: int = 1000, supported_only: bool = False) -> list[OneGenExample]:
     """Single-hop examples from FanOutQA sub-questions: the user asks the sub-question; the assistant
     writes the query token, the evidence passage and the answer. Evidence titles in ``exclude`` are
-    skipped."""
+    skipped; with ``supported_only`` the answer carries LM loss only where the passage holds it."""
     q_tok = config.token("query")
     return [OneGenExample(
         messages=[{"role": "user", "content": leaf.question},
                   {"role": "assistant", "content": f"{q_tok}{passage_span(corpus[leaf.evidence_title], config, passage_words)}"
                                                    f"{answer_text(leaf, max_answer_items)}"}],
-        retrievals=[Retrieval([leaf.evidence_title])], id=f"leaf:{leaf.id}")
+        retrievals=[Retrieval([leaf.evidence_title], answer_loss=not supported_only or supported(
+            leaf, corpus[leaf.evidence_title], passage_words, max_answer_items))], id=f"leaf:{leaf.id}")
         for q in questions for leaf in q.leaves
         if leaf.evidence_title in corpus and leaf.evidence_title not in exclude]
 
@@ -285,13 +304,14 @@ def build_onegen_data(out: str | Path, data: OneGenDataConfig | None = None, con
         return leaf.evidence_title in held_titles or leaf.question in held_texts
 
     fill = fill_passages_bm25(train_q + held_q, corpus, held_titles) if data.fill_hops else {}
+    only = data.answer_loss == "supported"
     multi = fanoutqa_examples(train_q, corpus, config, words, data.max_hops, data.fill_hops, fill,
-                              data.max_answer_items, exclude=leaks)
+                              data.max_answer_items, exclude=leaks, supported_only=only)
     single = description_examples(passages, config, exclude=held_titles, limit=data.descriptions,
                                   passage_words=words, seed=data.seed)
     held = fanoutqa_examples(held_q, corpus, config, words, data.max_hops, data.fill_hops, fill,
                              data.max_answer_items)
-    leaf = [ex for ex in leaf_examples(train_q, corpus, config, words, held_titles, data.max_answer_items)
+    leaf = [ex for ex in leaf_examples(train_q, corpus, config, words, held_titles, data.max_answer_items, only)
             if ex.messages[0]["content"] not in held_texts] if data.leaves else []
     train = multi + single + leaf
     random.Random(data.seed).shuffle(train)
@@ -314,7 +334,9 @@ def build_onegen_data(out: str | Path, data: OneGenDataConfig | None = None, con
               "train_linking": len(linked), "train_leaves": len(leaf),
               "train_single_hop": len(single), "heldout": write_examples(held, out / "heldout.jsonl"),
               "train_retrievals": sum(len(e.retrievals) for e in train),
-              "heldout_retrievals": sum(len(e.retrievals) for e in held), "documents": len(doc_rows),
+              "heldout_retrievals": sum(len(e.retrievals) for e in held),
+              "train_answers_without_loss": sum(not r.answer_loss for e in train for r in e.retrievals),
+              "documents": len(doc_rows),
               "passage_words": words}
     summary = {"data": data.to_dict(), "counts": counts, "figures": data_figures(multi, single + leaf, config), "leaks": leaks}
     (out / "data_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
