@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def main() -> int:
     from unirag.corpus.jsonl import iter_jsonl
-    from unirag.eval.qa import answer_in_text as contains
+    from unirag.data.qa import answer_in_text as contains
     from unirag.data.qa import load_qa_set
     from unirag.data.wiki import wiki_passages
     from unirag.models.decoding import cut_words

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
+import string
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +16,21 @@ from unirag.corpus.passage import CorpusError
 BUILTIN = {"fanoutqa-single": ("single", "heldout"), "fanoutqa-multi": ("multi", "heldout"),
            "fanoutqa-single-train": ("single", "train"), "fanoutqa-multi-train": ("multi", "train"),
            "fanoutqa-single-all": ("single", "all")}
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = set(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case, drop punctuation and the articles a/an/the, collapse whitespace (SQuAD v1.1)."""
+    text = "".join(ch for ch in str(text).lower() if ch not in _PUNCT)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def answer_in_text(text: str, golds: str | Sequence[str]) -> bool:
+    """Whether any normalised gold answer occurs in the normalised ``text`` (as EM normalises)."""
+    t = normalize_answer(text)
+    return any(g and g in t for g in map(normalize_answer, [golds] if isinstance(golds, str) else golds))
 
 
 @dataclass

@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import re
-import string
 from collections import Counter
 from collections.abc import Sequence
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = set(string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    """Lower-case, drop punctuation and the articles a/an/the, collapse whitespace (SQuAD v1.1)."""
-    text = "".join(ch for ch in str(text).lower() if ch not in _PUNCT)
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def answer_in_text(text: str, golds: str | Sequence[str]) -> bool:
-    """Whether any normalised gold answer occurs in the normalised ``text`` (as EM normalises)."""
-    t = normalize_answer(text)
-    return any(g and g in t for g in map(normalize_answer, [golds] if isinstance(golds, str) else golds))
+from unirag.data.qa import answer_in_text, normalize_answer  # noqa: F401  (normalisation lives with the QA sets)
 
 
 def exact_match(prediction: str, gold: str | Sequence[str]) -> float:

@@ -36,7 +36,7 @@ from unirag.config.base import ConfigBase
 from unirag.corpus import Passage
 from unirag.data.fanoutqa import FanOutLeaf, FanOutQuestion, fanoutqa_split
 from unirag.data.wiki import wiki_passages
-from unirag.eval.qa import answer_in_text
+from unirag.data.qa import answer_in_text
 from unirag.models.decoding import cut_words
 from unirag.onegen.config import OneGenConfig
 from unirag.onegen.data import OneGenExample, Retrieval
