@@ -1,7 +1,7 @@
 """How often a FanOutQA single-hop question's gold answer is inside the first N words of its
 evidence passage (normalised containment, as EM normalises), and, given a per-question prediction
 file of ``unirag eval qa --out``, how many questions whose inserted passages hold the answer the
-engine answered exactly.
+engine answered exactly, and how many answers (first line) are the title of an inserted passage.
 
     python bench/answer_in_passage.py --words 48,120 [--predictions DIR/qa-fanoutqa-single-onegen.jsonl]
 """
@@ -38,8 +38,14 @@ def main() -> int:
     if args.predictions:
         rows = [row for _, row in iter_jsonl(args.predictions)]
         held = [r for r in rows if contains(" ".join(s["text"] for s in r["sources"]), r["gold"])]
-        report["predictions"] = {"file": args.predictions, "inserted_passages_hold_the_answer": len(held),
-                                 "of_which_exact_match": int(sum(r["em"] for r in held))}
+        from unirag.data.qa import normalize_answer
+
+        titled = [r for r in rows if r["sources"] and normalize_answer(r["answer"].split("\n")[0])
+                  in {normalize_answer(s.get("title", "")) for s in r["sources"]}]
+        report["predictions"] = {"file": args.predictions, "n": len(rows), "exact_match": int(sum(r["em"] for r in rows)),
+                                 "inserted_passages_hold_the_answer": len(held),
+                                 "of_which_exact_match": int(sum(r["em"] for r in held)),
+                                 "answer_is_an_inserted_title": len(titled)}
     print(json.dumps(report, indent=2))
     return 0
 
