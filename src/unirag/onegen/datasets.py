@@ -35,8 +35,8 @@ from pathlib import Path
 from unirag.config.base import ConfigBase
 from unirag.corpus import Passage
 from unirag.data.fanoutqa import FanOutLeaf, FanOutQuestion, fanoutqa_split
-from unirag.data.wiki import wiki_passages
 from unirag.data.qa import answer_in_text
+from unirag.data.wiki import wiki_passages
 from unirag.models.decoding import cut_words
 from unirag.onegen.config import OneGenConfig
 from unirag.onegen.data import OneGenExample, Retrieval
@@ -55,7 +55,7 @@ class OneGenDataConfig(ConfigBase):
     entity-linking documents; ``negatives`` BM25 hard negatives per supervised retrieval;
     ``answer_loss`` ``"all"`` trains every FanOutQA answer written after a passage, ``"supported"``
     only those whose inserted passage holds them (the others keep their retrieval and carry no LM
-    loss: the model is not taught to answer past what it read).
+    loss; docs/onegen.md measures what that does).
     """
 
     passage_words: int | None = None
