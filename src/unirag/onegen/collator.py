@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from unirag.onegen.config import PARTNER, OneGenConfig
-from unirag.onegen.data import OneGenDataError, OneGenExample, Retrieval
+from unirag.onegen.data import OneGenDataError, OneGenExample, Retrieval, retrieval_marks
 
 IGNORE = -100
 
@@ -72,8 +72,7 @@ def _silent_replies(text: str, assistant: list[tuple[int, int]], passages: list[
     the first passage after its token to the next line break, retrieval token or end of message."""
     if all(r.answer_loss for r in retrievals):
         return []
-    marks = [config.token(r) for r in config.retrieval_roles]
-    found = sorted(i for a, b in assistant for m in marks for i in _find_all(text, m, a, b))
+    found = [i for a, b in assistant for i, _ in retrieval_marks(text, config, a, b)]
     out = []
     for n, (pos, ret) in enumerate(zip(found, retrievals)):
         if ret.answer_loss:
@@ -86,14 +85,6 @@ def _silent_replies(text: str, assistant: list[tuple[int, int]], passages: list[
             continue
         stop = text.find("\n", start, end)
         out.append((start, end if stop < 0 else stop))
-    return out
-
-
-def _find_all(text: str, needle: str, lo: int, hi: int) -> list[int]:
-    out, i = [], text.find(needle, lo, hi)
-    while i >= 0:
-        out.append(i)
-        i = text.find(needle, i + len(needle), hi)
     return out
 
 

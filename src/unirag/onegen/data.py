@@ -65,16 +65,22 @@ class OneGenExample:
         return out
 
 
-def retrieval_roles_in(text: str, config: OneGenConfig) -> list[str]:
-    """Roles of the retrieval tokens (query, mention) occurring in ``text``, in order."""
-    marks = {config.token(r): r for r in config.retrieval_roles}
+def retrieval_marks(text: str, config: OneGenConfig, lo: int = 0, hi: int | None = None) -> list[tuple[int, str]]:
+    """``(character position, role)`` of each retrieval token (query, mention) in ``text[lo:hi]``, in order."""
+    hi = len(text) if hi is None else hi
     found = []
-    for tok, role in marks.items():
-        start = text.find(tok)
+    for role in config.retrieval_roles:
+        tok = config.token(role)
+        start = text.find(tok, lo, hi)
         while start >= 0:
             found.append((start, role))
-            start = text.find(tok, start + len(tok))
-    return [role for _, role in sorted(found)]
+            start = text.find(tok, start + len(tok), hi)
+    return sorted(found)
+
+
+def retrieval_roles_in(text: str, config: OneGenConfig) -> list[str]:
+    """Roles of the retrieval tokens (query, mention) occurring in ``text``, in order."""
+    return [role for _, role in retrieval_marks(text, config)]
 
 
 def parse_example(row: Any, config: OneGenConfig, docs: Mapping[str, Any] | None, where: str) -> OneGenExample:

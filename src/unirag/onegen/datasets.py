@@ -336,6 +336,7 @@ def build_onegen_data(out: str | Path, data: OneGenDataConfig | None = None, con
               "train_retrievals": sum(len(e.retrievals) for e in train),
               "heldout_retrievals": sum(len(e.retrievals) for e in held),
               "train_answers_without_loss": sum(not r.answer_loss for e in train for r in e.retrievals),
+              "train_leaves_with_answer_loss": sum(ex.retrievals[0].answer_loss for ex in leaf),
               "documents": len(doc_rows),
               "passage_words": words}
     summary = {"data": data.to_dict(), "counts": counts, "figures": data_figures(multi, single + leaf, config), "leaks": leaks}
