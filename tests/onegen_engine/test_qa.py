@@ -206,13 +206,14 @@ def test_cli_eval_qa(eager_onegen_dir, eager_index_dir, tmp_path):
 
     from unirag.cli.app import app
 
+    # `--generator onegen` reads with the LM of the --model folder (not the default OneGen model)
     res = CliRunner().invoke(app, ["eval", "qa", "--engine", "onegen,closed-book", "--limit", "3", "--model",
                                    str(eager_onegen_dir), "--onegen-index", str(eager_index_dir), "--generator",
-                                   str(eager_onegen_dir), "--max-new-tokens", "5", "--out", str(tmp_path / "pred"),
-                                   "--json"])
+                                   "onegen", "--max-new-tokens", "5", "--out", str(tmp_path / "pred"), "--json"])
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert report["n"] == 3 and set(report["engines"]) == {"onegen", "closed-book"}
+    assert report["engines"]["closed-book"]["config"]["generator"] == str(eager_onegen_dir)
     assert report["engines"]["onegen"]["mean_retrievals"] == 4.0
     assert report["engines"]["closed-book"]["mean_retrievals"] == 0.0
     # the gold evidence are Wikipedia titles, the test index holds ids d0..d9: nothing can be found

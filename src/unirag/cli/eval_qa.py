@@ -27,7 +27,8 @@ def eval_qa(
                                                 "of the Wikipedia corpus)."),
     retriever: str = typer.Option("dense", "--retriever", "-r", help="Pipeline retriever: dense, bm25, hybrid."),
     generator: str = typer.Option(DEFAULT_GENERATOR, help="Reader of the pipeline, closed-book and RAG "
-                                  "engines ('onegen': the OneGen model's own LM, for a same-LM comparison)."),
+                                  "engines ('onegen': the LM of the OneGen model of --model, for a same-LM "
+                                  "comparison)."),
     dtype: Optional[str] = DtypeOpt,
     model: Optional[str] = typer.Option(None, "--model", help="OneGen model folder (default: trained default, "
                                         "else the packaged adapter)."),
@@ -71,7 +72,8 @@ def eval_qa(
         mdl = model if name == "onegen" else rag_model if name.startswith("rag") else None
         multi = dict(hops=hops, max_passages=max_passages, hop_mode=hop_mode,
                      plan_examples=str(plan_examples) if plan_examples else None) if name == "pipeline" else {}
-        cfg = LoadConfig(name, str(ix) if ix else None, generator, retriever, mdl, k, **multi,
+        gen = model if generator == "onegen" and model and name != "onegen" else generator  # same LM as --model
+        cfg = LoadConfig(name, str(ix) if ix else None, gen, retriever, mdl, k, **multi,
                          dtype=dtype if name in ("pipeline", "closed-book") else None).validate()
         configs[cfg.engine] = cfg
     items = load_qa_set(qa_set)[:limit]
