@@ -195,8 +195,8 @@ def test_packaged_data_is_leak_free_and_cut_like_inference(tmp_path):
     from unirag.onegen.datasets import build_onegen_data
     from unirag.onegen.engine import OneGenEngine
 
-    summary = build_onegen_data(tmp_path, OneGenDataConfig(linking=0, negatives=0))
-    assert not any(summary["leaks"].values())
+    summary = build_onegen_data(tmp_path, OneGenDataConfig(linking=0, negatives=0, reading=40))
+    assert not any(summary["leaks"].values()) and summary["counts"]["train_reading"] == 40
     figures = summary["figures"]
     assert figures["query_retrievals_lm_only"] > 0 and figures["query_retrievals_supervised"] > 0
     assert max(int(h) for h in figures["hops_per_multihop_example"]) == 4
@@ -207,4 +207,14 @@ def test_packaged_data_is_leak_free_and_cut_like_inference(tmp_path):
 
     assert engine._params(SamplingParams()).max_passage_words == 40
     rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
-    assert all(r["id"].split(":")[0] in ("desc", "leaf") or "#" in r["id"] for r in rows)
+    assert all(r["id"].split(":")[0] in ("desc", "leaf", "read") or "#" in r["id"] for r in rows)
+    # a reading example's answer is in the passage it inserts, and the patterns take turns
+    from unirag.data.qa import answer_in_text
+
+    read = [r for r in rows if r["id"].startswith("read:")]
+    assert len(read) == 40
+    for r in read:
+        reply = r["messages"][1]["content"]
+        passage, answer = reply.split("<passage>", 1)[1].split("</passage>")
+        assert answer and answer_in_text(passage, answer) and r["retrievals"][0]["positives"] == [r["id"][5:]]
+    assert len({r["messages"][0]["content"].split()[:3][-1] for r in read}) >= 5

@@ -63,6 +63,8 @@ def onegen_data_cmd(
     leaves: bool = typer.Option(True, help="packaged: add single-hop examples from the FanOutQA sub-questions."),
     answer_loss: str = typer.Option("all", help="packaged: which FanOutQA answers written after a passage carry "
                                     "LM loss: 'all', or 'supported' (only those the inserted passage holds)."),
+    reading: int = typer.Option(0, min=0, help="packaged: single-hop examples whose answer the inserted passage "
+                                "states (patterns of Wikipedia lead sentences; 0 = none)."),
     preset: str = typer.Option("", help="packaged: 'first-release' rebuilds the data of the first packaged "
                                "adapter (32-word passages, 2 hops, 400 descriptions, 500 linking documents); "
                                "the other packaged options are then ignored."),
@@ -76,7 +78,8 @@ def onegen_data_cmd(
         try:
             data = FIRST_RELEASE_DATA if preset else OneGenDataConfig(
                 passage_words=passage_words, descriptions=descriptions, leaves=leaves, max_hops=max_hops,
-                fill_hops=fill_hops, linking=linking, negatives=negatives, answer_loss=answer_loss)
+                fill_hops=fill_hops, linking=linking, negatives=negatives, answer_loss=answer_loss,
+                reading=reading)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--answer-loss" if "answer_loss" in str(exc) else None) from None
         counts = build_onegen_data(out, data)

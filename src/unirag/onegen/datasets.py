@@ -14,6 +14,8 @@
   tree, or its fruit'?"); the assistant writes the query token, the passage, and the title.
 * Single-hop (FanOutQA sub-questions, ``leaves``): each training-split sub-question whose evidence
   page is a corpus passage, answered as query token, passage, leaf answer.
+* Single-hop reading (``reading`` > 0, :mod:`unirag.onegen.reading`): questions whose answer the
+  inserted passage itself states, from patterns of Wikipedia lead sentences.
 * Entity linking (``linking`` > 0): that many training documents of
   :func:`unirag.onegen.linking.linking_examples` (held-out documents never), their entity ids
   prefixed with :data:`ENTITY_PREFIX` so entity texts (``title. description. summary``) sit in the
@@ -40,6 +42,7 @@ from unirag.data.wiki import wiki_passages
 from unirag.models.decoding import cut_words
 from unirag.onegen.config import OneGenConfig
 from unirag.onegen.data import OneGenExample, Retrieval
+from unirag.onegen.reading import reading_examples
 
 
 @dataclass
@@ -55,7 +58,8 @@ class OneGenDataConfig(ConfigBase):
     entity-linking documents; ``negatives`` BM25 hard negatives per supervised retrieval;
     ``answer_loss`` ``"all"`` trains every FanOutQA answer written after a passage, ``"supported"``
     only those whose inserted passage holds them (the others keep their retrieval and carry no LM
-    loss; docs/onegen.md measures what that does).
+    loss; docs/onegen.md measures what that does); ``reading`` single-hop examples whose answer
+    the inserted passage states (:mod:`unirag.onegen.reading`).
     """
 
     passage_words: int | None = None
@@ -68,11 +72,12 @@ class OneGenDataConfig(ConfigBase):
     negatives: int = 3
     seed: int = 0
     answer_loss: str = "all"
+    reading: int = 0
 
     def __post_init__(self) -> None:
         if self.answer_loss not in ("all", "supported"):
             raise ValueError(f"OneGenDataConfig.answer_loss must be 'all' or 'supported', got {self.answer_loss!r}")
-        for name in ("descriptions", "linking", "negatives"):
+        for name in ("descriptions", "linking", "negatives", "reading"):
             if getattr(self, name) < 0:
                 raise ValueError(f"OneGenDataConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.max_hops < 1 or self.max_answer_items < 1 or (self.passage_words is not None and self.passage_words < 1):
@@ -313,7 +318,9 @@ def build_onegen_data(out: str | Path, data: OneGenDataConfig | None = None, con
                              data.max_answer_items)
     leaf = [ex for ex in leaf_examples(train_q, corpus, config, words, held_titles, data.max_answer_items, only)
             if ex.messages[0]["content"] not in held_texts] if data.leaves else []
-    train = multi + single + leaf
+    read = [ex for ex in reading_examples(passages, config, held_titles, data.reading, words, data.seed)
+            if ex.messages[0]["content"] not in held_texts] if data.reading else []
+    train = multi + single + leaf + read
     random.Random(data.seed).shuffle(train)
     docs = {p.id: p.contents for p in passages}
     if data.negatives:
@@ -332,13 +339,13 @@ def build_onegen_data(out: str | Path, data: OneGenDataConfig | None = None, con
     write_documents(doc_rows, out / "docs.jsonl")
     counts = {"train": write_examples(train, out / "train.jsonl"), "train_multihop": len(multi),
               "train_linking": len(linked), "train_leaves": len(leaf),
-              "train_single_hop": len(single), "heldout": write_examples(held, out / "heldout.jsonl"),
+              "train_single_hop": len(single), "train_reading": len(read), "heldout": write_examples(held, out / "heldout.jsonl"),
               "train_retrievals": sum(len(e.retrievals) for e in train),
               "heldout_retrievals": sum(len(e.retrievals) for e in held),
               "train_answers_without_loss": sum(not r.answer_loss for e in train for r in e.retrievals),
               "train_leaves_with_answer_loss": sum(ex.retrievals[0].answer_loss for ex in leaf),
               "documents": len(doc_rows),
               "passage_words": words}
-    summary = {"data": data.to_dict(), "counts": counts, "figures": data_figures(multi, single + leaf, config), "leaks": leaks}
+    summary = {"data": data.to_dict(), "counts": counts, "figures": data_figures(multi, single + leaf + read, config), "leaks": leaks}
     (out / "data_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
