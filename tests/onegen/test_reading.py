@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from unirag.corpus import Passage
 from unirag.onegen.config import OneGenConfig
-from unirag.onegen.reading import reading_examples, reading_pairs
+from unirag.onegen.datasets import reading_examples
+from unirag.onegen.reading import reading_pairs
 
 
 def _p(title: str, text: str, topic: str = "") -> Passage:

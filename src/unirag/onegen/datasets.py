@@ -14,7 +14,7 @@
   tree, or its fruit'?"); the assistant writes the query token, the passage, and the title.
 * Single-hop (FanOutQA sub-questions, ``leaves``): each training-split sub-question whose evidence
   page is a corpus passage, answered as query token, passage, leaf answer.
-* Single-hop reading (``reading`` > 0, :mod:`unirag.onegen.reading`): questions whose answer the
+* Single-hop reading (``reading`` > 0, :func:`reading_examples`): questions whose answer the
   inserted passage itself states, from patterns of Wikipedia lead sentences.
 * Entity linking (``linking`` > 0): that many training documents of
   :func:`unirag.onegen.linking.linking_examples` (held-out documents never), their entity ids
@@ -42,7 +42,7 @@ from unirag.data.wiki import wiki_passages
 from unirag.models.decoding import cut_words
 from unirag.onegen.config import OneGenConfig
 from unirag.onegen.data import OneGenExample, Retrieval
-from unirag.onegen.reading import reading_examples
+from unirag.onegen.reading import PATTERNS, reading_pairs
 
 
 @dataclass
@@ -220,6 +220,32 @@ def description_examples(passages: list[Passage], config: OneGenConfig, exclude:
             id=f"desc:{p.id}",
         ))
     return out
+
+
+def reading_examples(passages: list[Passage], config: OneGenConfig, exclude: set[str] = frozenset(),
+                     limit: int | None = None, passage_words: int | None = 48, seed: int = 0) -> list[OneGenExample]:
+    """Single-hop examples from :func:`unirag.onegen.reading.reading_pairs`: the user asks the
+    question, the assistant writes the query token, the passage (retrieval positive) and the
+    answer. Passages whose id is in
+    ``exclude`` (held-out evidence) give none; at most one example per passage (the first pattern
+    that holds); the patterns take turns (each one's examples in a seeded order), so ``limit``
+    spreads over every pattern rather than over the commonest (nationalities)."""
+    q_tok = config.token("query")
+    groups: dict[str, list[OneGenExample]] = {pat.name: [] for pat in PATTERNS}
+    for p in passages:
+        if p.id in exclude:
+            continue
+        for name, question, answer in reading_pairs(p, passage_words):
+            groups[name].append(OneGenExample(
+                messages=[{"role": "user", "content": question},
+                          {"role": "assistant", "content": f"{q_tok}{passage_span(p, config, passage_words)}{answer}"}],
+                retrievals=[Retrieval([p.id])], id=f"read:{p.id}"))
+            break
+    rng = random.Random(seed)
+    for g in groups.values():
+        rng.shuffle(g)
+    out = [g[i] for i in range(max(map(len, groups.values()), default=0)) for g in groups.values() if i < len(g)]
+    return out[:limit] if limit is not None else out
 
 
 def linking_training_examples(n: int, config: OneGenConfig, seed: int = 0,

@@ -1,4 +1,4 @@
-"""Reading examples: questions whose answer the inserted passage itself states.
+"""Reading pairs: questions whose answer the inserted passage itself states.
 
 Most FanOutQA answers are not in the Wikipedia lead a OneGen model inserts (19 of the 251
 training sub-questions hold every answer item in 48 words), so its answer examples mostly teach
@@ -6,12 +6,12 @@ answering from memory. These examples teach the other habit: a question about a 
 whose answer is a span of that passage *as inserted* (cut to the same number of words). Each comes
 from one high-precision pattern of Wikipedia lead sentences ("... is a 1975 film directed by
 Steven Spielberg" -> "Who directed Jaws (film)?" / "Steven Spielberg"); a pattern whose span is
-doubtful (a demonym, a life span that is not one) gives no example.
+doubtful (a demonym, a life span that is not one) gives no pair.
+:func:`unirag.onegen.datasets.reading_examples` turns the pairs into OneGen training examples.
 """
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -112,31 +112,3 @@ def reading_pairs(passage: Passage, words: int | None) -> Iterator[tuple[str, st
             ans = m.group(1)
         if ans and ans.lower() not in passage.title.lower():
             yield pat.name, pat.question.format(t=passage.title), ans
-
-
-def reading_examples(passages: list[Passage], config, exclude: set[str] = frozenset(), limit: int | None = None,
-                     passage_words: int | None = 48, seed: int = 0) -> list:
-    """Single-hop OneGen examples from :func:`reading_pairs`: the user asks the question, the assistant
-    writes the query token, the passage (retrieval positive) and the answer. Passages whose id is in
-    ``exclude`` (held-out evidence) give none; at most one example per passage (the first pattern
-    that holds); the patterns take turns (each one's examples in a seeded order), so ``limit``
-    spreads over every pattern rather than over the commonest (nationalities)."""
-    from unirag.onegen.data import OneGenExample, Retrieval
-    from unirag.onegen.datasets import passage_span
-
-    q_tok = config.token("query")
-    groups: dict[str, list] = {pat.name: [] for pat in PATTERNS}
-    for p in passages:
-        if p.id in exclude:
-            continue
-        for name, question, answer in reading_pairs(p, passage_words):
-            groups[name].append(OneGenExample(
-                messages=[{"role": "user", "content": question},
-                          {"role": "assistant", "content": f"{q_tok}{passage_span(p, config, passage_words)}{answer}"}],
-                retrievals=[Retrieval([p.id])], id=f"read:{p.id}"))
-            break
-    rng = random.Random(seed)
-    for g in groups.values():
-        rng.shuffle(g)
-    out = [g[i] for i in range(max(map(len, groups.values()), default=0)) for g in groups.values() if i < len(g)]
-    return out[:limit] if limit is not None else out
