@@ -43,7 +43,8 @@ class LoadConfig(ConfigBase):
 
     ``index``: an index folder (default: the built-in Wikipedia index for the pipeline and RAG,
     the OneGen model's own index of it for OneGen). ``generator``: the reader of the pipeline and
-    RAG engines (alias, folder or hub id; ``onegen`` reads with the packaged OneGen model's LM).
+    RAG engines (alias, folder or hub id; ``onegen`` reads with the LM of the OneGen model folder
+    ``model`` when it is one, else of the default OneGen model).
     ``retriever``: ``dense``, ``bm25`` or ``hybrid`` (pipeline). ``model``: a trained RAG model
     folder (``RagModel.save_pretrained``) or OneGen model folder. ``k``: passages per question
     (pipeline 3, RAG 4, OneGen 1 per query token; multi-hop pipeline: per hop). ``decoding`` /
@@ -107,6 +108,8 @@ class LoadConfig(ConfigBase):
             from unirag.models.registry import ModelNotFoundError
 
             raise ModelNotFoundError(f"{self.model}: no such model folder")
+        if self.generator == "onegen" and self.model and (Path(self.model) / "onegen_config.json").is_file():
+            self.generator = self.model  # the same LM as the OneGen model given
         if self.engine.startswith("rag-") and self.decoding is not None:
             from unirag.rag.engine import DECODINGS
 

@@ -69,11 +69,10 @@ def eval_qa(
     configs = {}
     for name in names:  # every option is checked before any model loads
         ix = onegen_index if name == "onegen" else index
-        mdl = model if name == "onegen" else rag_model if name.startswith("rag") else None
+        mdl = rag_model if name.startswith("rag") else model if name == "onegen" or generator == "onegen" else None
         multi = dict(hops=hops, max_passages=max_passages, hop_mode=hop_mode,
                      plan_examples=str(plan_examples) if plan_examples else None) if name == "pipeline" else {}
-        gen = model if generator == "onegen" and model and name != "onegen" else generator  # same LM as --model
-        cfg = LoadConfig(name, str(ix) if ix else None, gen, retriever, mdl, k, **multi,
+        cfg = LoadConfig(name, str(ix) if ix else None, generator, retriever, mdl, k, **multi,
                          dtype=dtype if name in ("pipeline", "closed-book") else None).validate()
         configs[cfg.engine] = cfg
     items = load_qa_set(qa_set)[:limit]

@@ -29,48 +29,49 @@ _AFTER = {"for", "in", "and", "as", "with", "from", "on", "at", "to", "which", "
 
 @dataclass(frozen=True)
 class ReadingPattern:
-    """A lead-sentence pattern: its ``name``, the regex whose group 1 is the answer, the question
-    template (``{t}`` = the passage title) and whether the answer is a name (else a year)."""
+    """A lead-sentence pattern: its ``name``, the regex whose group 1 is the answer (``{subject}``
+    stands for the title without a parenthesised qualifier), the question template (``{t}`` = the
+    passage title), whether the answer is a name (cut at a sentence end, refused as an adjective)
+    and the corpus ``topic`` a passage must have (``None``: any)."""
 
     name: str
-    regex: str  # ``{subject}``: the title without a parenthesised qualifier, escaped
+    regex: str
     question: str
     is_name: bool = True
+    topic: str | None = None
 
 
 PATTERNS: tuple[ReadingPattern, ...] = (
-    ReadingPattern("capital", (r"\b[Ii]ts capital(?: city)?(?: and (?:largest|most populous) city)? is "
-                                         r"(?:the city of )?(" + _NAME + ")"), "What is the capital of {t}?"),
-    ReadingPattern("largest city", (r"\b(?:[Ii]ts )?(?:largest|most populous) city(?: and capital)? is ("
-                                              + _NAME + ")"), "What is the largest city of {t}?"),
-    ReadingPattern("capital of", (r"^[^.]*?\bis the capital (?:city )?(?:and (?:largest|most populous) city )?of "
-                                  r"(?:the )?(" + _NAME + ")"), "Of which place is {t} the capital?"),
-    ReadingPattern("headquarters", (r"\b(?:headquartered|based) in (" + _NAME + ")"), "Where is {t} based?"),
-    ReadingPattern("location", (r"^[^.]*?\bis an? (?:[a-z]+ )?(?:city|town|village|river|mountain|lake|island|region|"
-                                r"province|state|port city|capital city|municipality) (?:located )?(?:in|on) (?:the )?"
-                                r"(?:[a-z]+ )*?(?:of )?(" + _NAME + ")"), "Where is {t} located?"),
-    ReadingPattern("atomic number", (r"\batomic number (\d{1,3})\b"), "What is the atomic number of {t}?",
+    ReadingPattern("capital", r"\b[Ii]ts capital(?: city)?(?: and (?:largest|most populous) city)? is "
+                   r"(?:the city of )?(" + _NAME + ")", "What is the capital of {t}?"),
+    ReadingPattern("largest city", r"\b(?:[Ii]ts )?(?:largest|most populous) city(?: and capital)? is (" + _NAME + ")",
+                   "What is the largest city of {t}?"),
+    ReadingPattern("capital of", r"^[^.]*?\bis the capital (?:city )?(?:and (?:largest|most populous) city )?of "
+                   r"(?:the )?(" + _NAME + ")", "Of which place is {t} the capital?"),
+    ReadingPattern("headquarters", r"\b(?:headquartered|based) in (" + _NAME + ")", "Where is {t} based?"),
+    ReadingPattern("location", r"^[^.]*?\bis an? (?:[a-z]+ )?(?:city|town|village|river|mountain|lake|island|region|"
+                   r"province|state|port city|capital city|municipality) (?:located )?(?:in|on) (?:the )?"
+                   r"(?:[a-z]+ )*?(?:of )?(" + _NAME + ")", "Where is {t} located?"),
+    ReadingPattern("atomic number", r"\batomic number (\d{1,3})\b", "What is the atomic number of {t}?",
                    is_name=False),
-    ReadingPattern("nationality", (r"^[^.(]*?(?:\([^()]*\)[^.(]*?)? (?:is|was) an? ([A-Z][a-z]+(?:-[A-Z][a-z]+)?) "
-                                   r"(?:[a-z]+ ){0,3}?(?:politician|actor|actress|singer|writer|poet|painter|composer|"
-                                   r"philosopher|scientist|physicist|chemist|mathematician|footballer|businessman|"
-                                   r"novelist|director|filmmaker|rapper|musician|lawyer|statesman|general|engineer|"
-                                   r"inventor|economist|astronomer|explorer|athlete|basketball player)\b"),
-                   "What is the nationality of {t}?", is_name=False),
-    ReadingPattern("director", (r"\bfilm directed by (" + _NAME + ")"), "Who directed {t}?"),
-    ReadingPattern("author", (r"\b(?:novel|book|play|poem|novella|memoir) (?:written )?by (?:the )?"
-                                        r"(?:[a-z]+ )*?(?:author |writer |novelist |poet |playwright )?(" + _NAME + ")"),
-                   "Who wrote {t}?"),
-    ReadingPattern("founder", (r"\b[Ff]ounded (?:in \d{4} )?by (" + _NAME + ")"), "Who founded {t}?"),
-    ReadingPattern("creator", (r"\b(?:developed|created) by (" + _NAME + ")"), "Who created {t}?"),
-    ReadingPattern("founding year", (r"\b(?:It|{subject}) was (?:founded|established) (?:in|on) " + _DAY
-                                               + r"(\d{4})\b"),
-                   "In what year was {t} founded?", is_name=False),
-    ReadingPattern("film year", (r"\bis an? (\d{4}) (?:[A-Z][\w-]* )*(?:[a-z-]+ ){0,4}film\b"),
+    ReadingPattern("nationality", r"^[^.(]*?(?:\([^()]*\)[^.(]*?)? (?:is|was) an? ([A-Z][a-z]+(?:-[A-Z][a-z]+)?) "
+                   r"(?:[a-z]+ ){0,3}?(?:politician|actor|actress|singer|writer|poet|painter|composer|"
+                   r"philosopher|scientist|physicist|chemist|mathematician|footballer|businessman|"
+                   r"novelist|director|filmmaker|rapper|musician|lawyer|statesman|general|engineer|"
+                   r"inventor|economist|astronomer|explorer|athlete|basketball player)\b",
+                   "What is the nationality of {t}?", is_name=False, topic="People"),
+    ReadingPattern("director", r"\bfilm directed by (" + _NAME + ")", "Who directed {t}?"),
+    ReadingPattern("author", r"\b(?:novel|book|play|poem|novella|memoir) (?:written )?by (?:the )?"
+                   r"(?:[a-z]+ )*?(?:author |writer |novelist |poet |playwright )?(" + _NAME + ")", "Who wrote {t}?"),
+    ReadingPattern("founder", r"\b[Ff]ounded (?:in \d{4} )?by (" + _NAME + ")", "Who founded {t}?"),
+    ReadingPattern("creator", r"\b(?:developed|created) by (" + _NAME + ")", "Who created {t}?"),
+    ReadingPattern("founding year", r"\b(?:It|{subject}) was (?:founded|established) (?:in|on) " + _DAY
+                   + r"(\d{4})\b", "In what year was {t} founded?", is_name=False),
+    ReadingPattern("film year", r"\bis an? (\d{4}) (?:[A-Z][\w-]* )*(?:[a-z-]+ ){0,4}film\b",
                    "In what year was {t} released?", is_name=False),
-    ReadingPattern("birth year", (r"^[^()]{1,60}?\((?:[^()]*?; )?(?:born |b\. )?" + _DAY + r"(\d{3,4})"
-                                            r"(?:\)|\s*[–-]\s*" + _DAY + r"(\d{3,4})\))"),
-                   "In what year was {t} born?", is_name=False),
+    ReadingPattern("birth year", r"^[^()]{1,60}?\((?:[^()]*?; )?(?:born |b\. )?" + _DAY + r"(\d{3,4})"
+                   r"(?:\)|\s*[–-]\s*" + _DAY + r"(\d{3,4})\))", "In what year was {t} born?", is_name=False,
+                   topic="People"),
 )
 
 
@@ -94,19 +95,16 @@ def reading_pairs(passage: Passage, words: int | None) -> Iterator[tuple[str, st
     subject = re.escape(passage.title.split(" (")[0])
     for pat in PATTERNS:
         m = re.search(pat.regex.replace("{subject}", subject), body)
-        if not m:
+        if not m or (pat.topic is not None and passage.meta.get("topic") != pat.topic):
             continue
         if m.end(1) >= len(body) - 4:  # the cut may have ended the span early
             continue
         if pat.is_name:
             ans = _name_span(body, m.start(1), m.end(1))
-        elif pat.name == "nationality" and passage.meta.get("topic") != "People":
-            ans = None
         elif pat.name == "birth year":
             born, died = int(m.group(1)), m.group(2)
             lead = body[:body.index("(")]  # the subject's name, not a clause ("X is a poem by Y (1608-1674)")
-            ok = (passage.meta.get("topic") == "People" and 300 <= born and " is " not in lead
-                  and (died is None or 15 <= int(died) - born <= 110))
+            ok = 300 <= born and " is " not in lead and (died is None or 15 <= int(died) - born <= 110)
             ans = m.group(1) if ok else None
         else:
             ans = m.group(1)
