@@ -83,7 +83,7 @@ def run(model: str, parts: list[str], jobs: int, logs: Path, data: Path = Path("
     commands = {
         "retrieval": ["eval", "retrieval", "--split", "heldout", "--retriever", "onegen", "--ks", "1,5,20", *m,
                       "--train-file", str(data / "train.jsonl")],
-        "linking": ["eval", "linking", "--limit", "120", "--tune", *m],
+        "linking": ["eval", "linking", "--limit", "120", "--tune", *m, "--train-file", str(data / "train.jsonl")],
         "single": ["eval", "qa", "--set", "fanoutqa-single", "--engine", "onegen,pipeline", "-k", "1",
                    "--generator", "onegen", *m, "--out", str(logs / "single")],
         "multi": ["eval", "qa", "--set", "fanoutqa-multi", "--engine", "onegen,pipeline", "--generator", "onegen",

@@ -6,7 +6,8 @@
    actors; for batches of 1 and 32 queries (k=10): p50 of the whole sharded search, of the slowest
    shard's own search (timed inside its actor), of the merge alone (``merge_topk``), the difference
    (scatter + gather + merge), and of empty calls to every shard actor (Ray's own round trip),
-   against the unsplit index searched in this process; scattered by ordinary actor calls (what
+   against the unsplit index searched in this process, and (actor calls only) of the slowest shard's
+   search called alone through Ray with the other shards idle (its round trip included); scattered by ordinary actor calls (what
    ShardedRetriever does) and, for comparison, through a Ray Compiled Graph built here.
 2. Embedding: the first ``--passages`` Wikipedia summaries embedded with all-MiniLM-L6-v2 by the
    single-process build (torch's default threads, and 1 thread as each actor runs) and by
@@ -105,7 +106,7 @@ def bench_search(args, tmp: Path) -> list[dict]:
             graph = compiled_scatter(r) if scatter == "compiled" else None
             try:
                 for batch in (1, 32):
-                    total, slowest, merge, local, noop = [], [], [], [], []
+                    total, slowest, merge, local, noop, alone = [], [], [], [], [], []
                     for i in range(args.rounds):
                         q = queries[(i * batch) % 200:(i * batch) % 200 + batch]
                         t = time.perf_counter()
@@ -129,6 +130,13 @@ def bench_search(args, tmp: Path) -> list[dict]:
                         t = time.perf_counter()
                         ray.get([a.ping.remote() for a in r.actors])
                         noop.append(time.perf_counter() - t)
+                        if graph is None:  # each shard's search called alone (the others idle), round trip
+                            calls = []
+                            for a in r.actors:
+                                t = time.perf_counter()
+                                ray.get(a.search.remote(q, 10))
+                                calls.append(time.perf_counter() - t)
+                            alone.append(max(calls))
                     idle = idle_cpu(ray, r.actors)
                     rows.append({"scatter": scatter, "batch": batch, "shards": args.shards,
                                  "idle_actor_cpu": idle,
@@ -136,6 +144,9 @@ def bench_search(args, tmp: Path) -> list[dict]:
                                  "merge_p50_ms": p50(merge),
                                  "overhead_p50_ms": p50([a - b for a, b in zip(total, slowest)]),
                                  "ray_noop_calls_p50_ms": p50(noop), "unsplit_local_p50_ms": p50(local)})
+                    if alone:  # what scattering adds over calling the slowest shard by itself
+                        rows[-1]["slowest_shard_call_alone_p50_ms"] = p50(alone)
+                        rows[-1]["overhead_over_call_alone_p50_ms"] = p50([a - b for a, b in zip(total, alone)])
             finally:
                 if graph is not None:
                     graph.teardown()

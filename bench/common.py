@@ -41,11 +41,11 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 5, warmup: i
 
 
 def table(rows: list[dict], title: str) -> str:
-    """A plain-text table of ``rows`` (same keys in each)."""
+    """A plain-text table of ``rows`` (the first row's keys; a key a row lacks prints empty)."""
     if not rows:
         return title
     cols = list(rows[0])
-    cells = [[_fmt(r[c]) for c in cols] for r in rows]
+    cells = [[_fmt(r.get(c, "")) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     line = "  ".join(c.ljust(w) for c, w in zip(cols, widths))
     sep = "  ".join("-" * w for w in widths)
