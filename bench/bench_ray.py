@@ -7,8 +7,9 @@
    shard's own search (timed inside its actor), of the merge alone (``merge_topk``), the difference
    (scatter + gather + merge), and of empty calls to every shard actor (Ray's own round trip),
    against the unsplit index searched in this process, and (actor calls only) of the slowest shard's
-   search called alone through Ray with the other shards idle (its round trip included); scattered by ordinary actor calls (what
-   ShardedRetriever does) and, for comparison, through a Ray Compiled Graph built here.
+   search called alone through Ray with the other shards idle (its round trip included); scattered
+   by ordinary actor calls (what ShardedRetriever does) and, for comparison, through a Ray
+   Compiled Graph built here.
 2. Embedding: the first ``--passages`` Wikipedia summaries embedded with all-MiniLM-L6-v2 by the
    single-process build (torch's default threads, and 1 thread as each actor runs) and by
    ``build_index(ray=...)`` with 1 and 2 encoder actors (1 CPU each) on

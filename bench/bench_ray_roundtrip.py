@@ -33,6 +33,8 @@ def _spin(stop) -> None:
 
 
 def clustered(n: int, d: int, seed: int = 0):
+    """Unit vectors around 1000 random centres (as bench_ray.py's; defined here because the actors
+    pickle it with this script: Ray's workers cannot import the bench folder's modules)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
