@@ -108,7 +108,9 @@ class LoadConfig(ConfigBase):
             from unirag.models.registry import ModelNotFoundError
 
             raise ModelNotFoundError(f"{self.model}: no such model folder")
-        if self.generator == "onegen" and self.model and (Path(self.model) / "onegen_config.json").is_file():
+        from unirag.onegen.config import CONFIG_FILE as ONEGEN_CONFIG
+
+        if self.generator == "onegen" and self.model and (Path(self.model) / ONEGEN_CONFIG).is_file():
             self.generator = self.model  # the same LM as the OneGen model given
         if self.engine.startswith("rag-") and self.decoding is not None:
             from unirag.rag.engine import DECODINGS
@@ -359,13 +361,14 @@ def load_generator(name: str, dtype: str | None = None) -> Any:
     (``None``: the model's measured default); ``onegen`` (or a OneGen model folder) reads with that
     model's fine-tuned LM, so baselines can share the OneGen model's LM."""
     from unirag.models.generator import Generator
+    from unirag.onegen.config import CONFIG_FILE as ONEGEN_CONFIG
 
     folder = None
     if name == "onegen":
         from unirag.onegen.docindex import resolve_onegen_dir
 
         folder = resolve_onegen_dir(None)
-    elif (Path(name) / "onegen_config.json").is_file():
+    elif (Path(name) / ONEGEN_CONFIG).is_file():
         folder = Path(name)
     if folder is None:
         return Generator.from_pretrained(name, dtype=dtype)

@@ -31,14 +31,16 @@ _AFTER = {"for", "in", "and", "as", "with", "from", "on", "at", "to", "which", "
 class ReadingPattern:
     """A lead-sentence pattern: its ``name``, the regex whose group 1 is the answer (``{subject}``
     stands for the title without a parenthesised qualifier), the question template (``{t}`` = the
-    passage title), whether the answer is a name (cut at a sentence end, refused as an adjective)
-    and the corpus ``topic`` a passage must have (``None``: any)."""
+    passage title), whether the answer is a name (cut at a sentence end, refused as an adjective),
+    the corpus ``topic`` a passage must have (``None``: any), and whether groups 1 and 2 are a life
+    span (birth and optional death year) to check as a person's."""
 
     name: str
     regex: str
     question: str
     is_name: bool = True
     topic: str | None = None
+    life_span: bool = False
 
 
 PATTERNS: tuple[ReadingPattern, ...] = (
@@ -71,7 +73,7 @@ PATTERNS: tuple[ReadingPattern, ...] = (
                    "In what year was {t} released?", is_name=False),
     ReadingPattern("birth year", r"^[^()]{1,60}?\((?:[^()]*?; )?(?:born |b\. )?" + _DAY + r"(\d{3,4})"
                    r"(?:\)|\s*[–-]\s*" + _DAY + r"(\d{3,4})\))", "In what year was {t} born?", is_name=False,
-                   topic="People"),
+                   topic="People", life_span=True),
 )
 
 
@@ -101,7 +103,7 @@ def reading_pairs(passage: Passage, words: int | None) -> Iterator[tuple[str, st
             continue
         if pat.is_name:
             ans = _name_span(body, m.start(1), m.end(1))
-        elif pat.name == "birth year":
+        elif pat.life_span:
             born, died = int(m.group(1)), m.group(2)
             lead = body[:body.index("(")]  # the subject's name, not a clause ("X is a poem by Y (1608-1674)")
             ok = 300 <= born and " is " not in lead and (died is None or 15 <= int(died) - born <= 110)
