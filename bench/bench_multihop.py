@@ -56,6 +56,12 @@ def main() -> None:
     ap.add_argument("--hop-mode", default="followup", choices=["followup", "plan"])
     ap.add_argument("--plan-shots", type=int, default=4)
     ap.add_argument("--plan-samples", type=int, default=2)
+    ap.add_argument("--plan-no-repeat", type=int, default=None, help="no n-gram of this many tokens twice in a plan "
+                    "(default: the engine's)")
+    ap.add_argument("--plan-anchor", default=None, choices=["on", "off"],
+                    help="a planned name no passage is titled with is searched after the question (default: the engine's)")
+    ap.add_argument("--plan-indexed", default=None, choices=["on", "off"],
+                    help="examples show only articles the index holds (default: the engine's)")
     ap.add_argument("--split", default="heldout", choices=["heldout", "train"],
                     help="FanOutQA questions (train: the plan examples' own, each without itself)")
     ap.add_argument("--budgets", default="10,20")
@@ -67,6 +73,9 @@ def main() -> None:
     ap.add_argument("--answer-limit", type=int, default=None, help="questions answered for EM/F1 (default all)")
     ap.add_argument("--qa-budgets", default=None, help="budgets answered for EM/F1 (default: all of --budgets)")
     ap.add_argument("--qa-only", action="store_true", help="keep the recall figures of --out, run EM/F1 only")
+    ap.add_argument("--qa-modes", default="single,multi",
+                    help="which runs are answered for EM/F1; one left out keeps its figures from --qa-from")
+    ap.add_argument("--qa-from", default=None, help="an earlier result file whose EM/F1 the modes left out keep")
     ap.add_argument("--no-anchor", action="store_true", help="search the follow-up alone (not question + follow-up)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS / "multihop.json"))
@@ -91,14 +100,18 @@ def main() -> None:
     rag = unirag.RAG.load(engine="pipeline", generator=args.generator, retriever=args.retriever, progress=False)
     eng = rag.engine
     base = dataclasses.replace(eng.config, followup_tokens=args.followup_tokens, followup_anchor=not args.no_anchor,
-                               hop_mode=args.hop_mode, plan_shots=args.plan_shots, plan_samples=args.plan_samples)
+                               hop_mode=args.hop_mode, plan_shots=args.plan_shots, plan_samples=args.plan_samples,
+                               **({} if args.plan_no_repeat is None else {"plan_no_repeat": args.plan_no_repeat}),
+                               **({} if args.plan_indexed is None else {"plan_indexed": args.plan_indexed == "on"}),
+                               **({} if args.plan_anchor is None else {"plan_anchor": args.plan_anchor == "on"}))
     params = unirag.SamplingParams(max_new_tokens=args.max_new_tokens)
     report: dict = {"set": args.set, "n": len(items), "n_with_evidence": len(with_ev), "generator": args.generator,
                     "retriever": args.retriever, "k_per_hop": args.k, "hops": args.hops, "budgets": budgets,
                     "followup_tokens": args.followup_tokens, "max_new_tokens": args.max_new_tokens,
                     "threads": args.threads, "followup_anchor": not args.no_anchor,
                     "hop_mode": args.hop_mode, "split": args.split, **({"plan_shots": args.plan_shots,
-                    "plan_samples": args.plan_samples} if args.hop_mode == "plan" else {}), "command": " ".join(["python", *sys.argv]), "recall": {}, "qa": {}}
+                    "plan_samples": args.plan_samples, "plan_no_repeat": base.plan_no_repeat,
+                    "plan_indexed": base.plan_indexed, "plan_anchor": base.plan_anchor} if args.hop_mode == "plan" else {}), "command": " ".join(["python", *sys.argv]), "recall": {}, "qa": {}}
     out = Path(args.out)
 
     def save() -> None:
@@ -171,6 +184,10 @@ def qa_phase(args, report, rag, eng, base, params, items, budgets, save) -> None
         qa_budgets = budgets if args.qa_budgets is None else [int(b) for b in args.qa_budgets.split(",")]
         for b in sorted(qa_budgets, reverse=True):  # the larger budget (the goal's) first
             for mode in ("single", "multi"):
+                if mode not in args.qa_modes.split(","):
+                    if args.qa_from and f"{mode}@{b}" in (earlier := json.loads(Path(args.qa_from).read_text())["qa"]):
+                        report["qa"][f"{mode}@{b}"] = earlier[f"{mode}@{b}"] | {"from": args.qa_from}
+                    continue
                 if mode == "single":
                     eng.config = dataclasses.replace(base, hops=1, k=b, max_passages=None)
                 else:

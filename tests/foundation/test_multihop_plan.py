@@ -14,7 +14,7 @@ import unirag
 from unirag.config import ConfigError
 from unirag.corpus.passage import CorpusError
 from unirag.models.decoding import Output
-from unirag.pipeline.plan import (PlanExample, Planner, merge_plans, packaged_examples, parse_plan, plan_prompt,
+from unirag.pipeline.plan import (PlanExample, Planner, indexed_examples, merge_plans, packaged_examples, parse_plan, plan_prompt,
                                   read_examples)
 
 Q = "who painted the portrait"
@@ -126,6 +126,19 @@ def test_plan_reads_each_name_then_fills_from_the_question(rag, engine, monkeypa
     assert ans.trace[-1].step == 4 and titles[4] not in titles[:4]
     assert [s.meta["hop"] for s in ans.sources] == [0, 1, 2, 3, 4]
     assert ans.extra["hops"]["stopped"] == "hops" and len(ans.extra["hops"]["replies"]) == 2
+
+
+def test_a_name_without_its_own_passage_is_searched_with_the_question(rag, engine, monkeypatch):
+    configure(engine, hops=3, k=1, max_passages=3, plan_samples=1, plan_anchor=True)
+    script(monkeypatch, engine, lambda q, s: "iron lattice; Jupiter")
+    ans = rag.ask(Q, PARAMS)
+    # "iron lattice" titles no passage: searched in the question's context; "Jupiter" does: alone
+    assert [t.query for t in ans.trace] == [Q, f"{Q} iron lattice", "Jupiter"]
+    ranked = engine.retriever.search([f"{Q} iron lattice"], 6)
+    assert ans.trace[1].used == [next(i for i in ranked.ids[0] if i not in ans.trace[0].used)]
+    configure(engine, plan_anchor=False)
+    ans = rag.ask(Q, PARAMS)
+    assert [t.query for t in ans.trace] == [Q, "iron lattice", "Jupiter"]
 
 
 def test_plan_stops_at_the_passage_budget_and_never_reads_twice(rag, engine, monkeypatch):

@@ -32,8 +32,11 @@ class PipelineConfig(ConfigBase):
     ``hop_mode``: ``followup`` (the above) or ``plan`` (the default, measured better;
     :mod:`unirag.pipeline.plan`): after hop 0 the reader lists the articles the question needs, from
     ``plan_shots`` worked examples per plan and ``plan_samples`` plans merged, at most
-    ``plan_entries`` names, ``plan_tokens`` tokens per plan; each name is a retrieval of ``plan_k``
-    passages, up to ``hops`` retrievals; the rest of ``max_passages`` comes from the question's own
+    ``plan_entries`` names, ``plan_tokens`` tokens per plan, no ``plan_no_repeat``-token n-gram twice
+    in a plan (0: off); with ``plan_indexed`` the examples show only the articles the index holds
+    (an example without any is left out); each name is a retrieval of ``plan_k`` passages (a name
+    no passage is titled with is searched alone, or after the question with ``plan_anchor``), up
+    to ``hops`` retrievals; the rest of ``max_passages`` comes from the question's own
     ranking. ``plan_examples``: a JSONL file of ``{"question", "articles"}`` (``None``: the packaged
     FanOutQA training-split examples)."""
 
@@ -53,6 +56,9 @@ class PipelineConfig(ConfigBase):
     plan_samples: int = 2
     plan_entries: int = 16
     plan_tokens: int = 128
+    plan_no_repeat: int = 0
+    plan_indexed: bool = True
+    plan_anchor: bool = False
     plan_k: int = 1
 
 
@@ -108,15 +114,19 @@ class PipelineEngine(BatchStreaming):
     def planner(self) -> Any:
         """The plan writer of ``hop_mode = "plan"`` (built once: the examples embedded with the
         retriever's query encoder when it has one)."""
-        from unirag.pipeline.plan import Planner, packaged_examples, read_examples
+        from unirag.pipeline.plan import Planner, indexed_examples, packaged_examples, read_examples
 
         cfg = self.config
-        key = (cfg.plan_examples, cfg.plan_shots, cfg.plan_samples, cfg.plan_entries, cfg.plan_tokens)
+        key = (cfg.plan_examples, cfg.plan_shots, cfg.plan_samples, cfg.plan_entries, cfg.plan_tokens,
+               cfg.plan_no_repeat, cfg.plan_indexed and id(self.retriever.store))
         if getattr(self, "_planner", (None, None))[0] != key:
             examples = read_examples(cfg.plan_examples) if cfg.plan_examples else packaged_examples()
+            if cfg.plan_indexed:
+                examples = indexed_examples(examples, self.titles())
             dense = self.retriever if hasattr(self.retriever, "embed_queries") else None
             self._planner = (key, Planner(examples, dense.embed_queries if dense is not None else None,
-                                          cfg.plan_shots, cfg.plan_samples, cfg.plan_entries, cfg.plan_tokens))
+                                          cfg.plan_shots, cfg.plan_samples, cfg.plan_entries, cfg.plan_tokens,
+                                          cfg.plan_no_repeat))
         return self._planner[1]
 
     def titles(self) -> dict[str, str]:

@@ -18,8 +18,9 @@ source keeps its hop in ``Source.meta["hop"]``, and the reader's queries are in
 
 With ``hop_mode = "plan"`` (:mod:`unirag.pipeline.plan`) the reader writes no follow-ups: after hop
 0 it lists, once, the articles the question needs (from worked examples of similar questions); each
-name is a further retrieval of ``plan_k`` passages (a passage titled with the name first), up to
-``hops`` retrievals in all, and whatever the passage budget has left is filled from the question's
+name is a further retrieval of ``plan_k`` passages (the passage titled with the name first; a name
+without such a passage is searched alone, or after the question with ``plan_anchor``),
+up to ``hops`` retrievals in all, and whatever the passage budget has left is filled from the question's
 own ranking, so the plan never reads fewer of the question's best passages than it has room for.
 """
 
@@ -192,8 +193,11 @@ def _run_plan(engine: Any, states: list[_Question], active: list[int]
         active = [i for i in active if hop - 1 < len(names[i])]
         if not active:
             break
-        queries = {i: names[i][hop - 1] for i in active}
-        first = {i: titles[q.lower().strip()] for i, q in queries.items() if q.lower().strip() in titles}
+        named = {i: names[i][hop - 1] for i in active}
+        first = {i: titles[q.lower().strip()] for i, q in named.items() if q.lower().strip() in titles}
+        # plan_anchor: a name without an article of its own is searched in the question's context
+        queries = {i: q if i in first or not cfg.plan_anchor else f"{states[i].question} {q}"
+                   for i, q in named.items()}
         yield from _retrieve(engine, states, queries, hop, room={i: min(cfg.plan_k, states[i].room_left())
                                                                  for i in active}, first=first)
         for i in active:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -101,15 +101,29 @@ def merge_plans(plans: Sequence[Sequence[str]], limit: int) -> list[str]:
     return out[:limit]
 
 
+def indexed_examples(examples: Sequence[PlanExample], titles: Container[str]) -> list[PlanExample]:
+    """The examples with only the articles whose lower-cased title is in ``titles`` (the index's),
+    in order; an example left with none is dropped."""
+    out = []
+    for ex in examples:
+        kept = tuple(a for a in ex.articles if a.lower().strip() in titles)
+        if kept:
+            out.append(PlanExample(ex.question, kept))
+    return out
+
+
 class Planner:
     """Writes plans for a batch of questions with a generator, from the examples nearest each
     question: ``shots`` examples per plan, ``samples`` plans per question (plan ``s`` uses the
-    nearest examples ``s*shots .. (s+1)*shots - 1``), at most ``entries`` names in all."""
+    nearest examples ``s*shots .. (s+1)*shots - 1``), at most ``entries`` names in all; greedy,
+    with no ``no_repeat``-token n-gram twice in a plan (0: off), so a plan that loops on one name
+    moves on to others."""
 
     def __init__(self, examples: Sequence[PlanExample], embed: Any = None, shots: int = 4, samples: int = 2,
-                 entries: int = 16, max_new_tokens: int = 128):
+                 entries: int = 16, max_new_tokens: int = 128, no_repeat: int = 0):
         self.examples = list(examples)
         self.shots, self.samples, self.entries, self.max_new_tokens = shots, samples, entries, max_new_tokens
+        self.no_repeat = no_repeat
         self.embed = embed
         self._vectors = None if embed is None else _unit(np.asarray(embed([e.question for e in self.examples])))
 
@@ -147,7 +161,8 @@ class Planner:
 
         per = self.prompts(questions)
         flat = [p for ps in per for p in ps]
-        outs = generator.generate_batch(flat, SamplingParams(max_new_tokens=self.max_new_tokens, stop=["\n"]))
+        outs = generator.generate_batch(flat, SamplingParams(max_new_tokens=self.max_new_tokens, stop=["\n"],
+                                                             no_repeat_ngram=self.no_repeat))
         result, at = [], 0
         for ps in per:
             mine = outs[at:at + len(ps)]
