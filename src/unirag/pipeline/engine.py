@@ -117,8 +117,9 @@ class PipelineEngine(BatchStreaming):
         from unirag.pipeline.plan import Planner, indexed_examples, packaged_examples, read_examples
 
         cfg = self.config
+        # indexed examples depend on the index: the key holds its store itself (an id could be reused)
         key = (cfg.plan_examples, cfg.plan_shots, cfg.plan_samples, cfg.plan_entries, cfg.plan_tokens,
-               cfg.plan_no_repeat, cfg.plan_indexed and id(self.retriever.store))
+               cfg.plan_no_repeat, self.retriever.store if cfg.plan_indexed else None)
         if getattr(self, "_planner", (None, None))[0] != key:
             examples = read_examples(cfg.plan_examples) if cfg.plan_examples else packaged_examples()
             if cfg.plan_indexed:
