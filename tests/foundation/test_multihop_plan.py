@@ -14,8 +14,8 @@ import unirag
 from unirag.config import ConfigError
 from unirag.corpus.passage import CorpusError
 from unirag.models.decoding import Output
-from unirag.pipeline.plan import (PlanExample, Planner, indexed_examples, merge_plans, packaged_examples, parse_plan, plan_prompt,
-                                  read_examples)
+from unirag.pipeline.plan import (PlanExample, Planner, indexed_examples, merge_plans, packaged_examples, parse_plan,
+                                  plan_prompt, read_examples)
 
 Q = "who painted the portrait"
 EXAMPLES = [PlanExample("which planet is largest", ("Jupiter",)),
@@ -139,6 +139,48 @@ def test_a_name_without_its_own_passage_is_searched_with_the_question(rag, engin
     configure(engine, plan_anchor=False)
     ans = rag.ask(Q, PARAMS)
     assert [t.query for t in ans.trace] == [Q, "iron lattice", "Jupiter"]
+
+
+def test_indexed_examples_keep_only_articles_the_index_holds():
+    kept = indexed_examples(EXAMPLES + [PlanExample("q", ("Atlantis",))], {"eiffel tower", "nile"})
+    assert kept == [PlanExample("which river flows north", ("Nile",)),
+                    PlanExample("where is the iron tower", ("Eiffel Tower",))]
+
+
+def test_plan_settings_reach_the_plans(rag, engine, monkeypatch):
+    configure(engine, hops=2, k=1, max_passages=2, plan_samples=1, plan_shots=4, plan_no_repeat=4, plan_indexed=True)
+    seen = []
+    calls = script(monkeypatch, engine, lambda q, s: "Jupiter")
+    fake = engine.generator.generate_batch
+    monkeypatch.setattr(engine.generator, "generate_batch",
+                        lambda prompts, params=None: seen.append(params) or fake(prompts, params))
+    rag.ask(Q, PARAMS)
+    assert seen[0].no_repeat_ngram == 4 and seen[0].stop == ["\n"]
+    prompt = calls[0][0]
+    # "Paris" titles no passage of this index: the example shows only "Eiffel Tower"
+    assert "Articles: Eiffel Tower\n" in prompt and "Paris" not in prompt and prompt.count("Question:") == 5
+    configure(engine, plan_indexed=False, plan_no_repeat=0)
+    rag.ask(Q, PARAMS)
+    assert seen[1].no_repeat_ngram == 0 and "Articles: Eiffel Tower; Paris\n" in calls[1][0]
+
+
+def test_indexed_examples_follow_an_index_swap(rag, engine, monkeypatch, tmp_path, index_dir, tiny_encoder_dir):
+    from tests.conftest import PASSAGES
+    from unirag.corpus import Passage
+    from unirag.retrieval import build_index
+
+    configure(engine, hops=2, k=1, max_passages=2, plan_samples=1, plan_shots=4, plan_indexed=True)
+    calls = script(monkeypatch, engine, lambda q, s: "Jupiter")
+    rag.ask(Q, PARAMS)
+    assert "Articles: Eiffel Tower\n" in calls[0][0]
+    docs = [Passage(p["id"], p["text"], p["title"]) for p in PASSAGES if p["title"] != "Eiffel Tower"]
+    other = build_index(docs, tmp_path / "ix", encoder=str(tiny_encoder_dir), progress=False)
+    try:
+        engine.swap_index(str(other))
+        rag.ask(Q, PARAMS)
+        assert "iron tower" not in calls[1][0] and calls[1][0].count("Question:") == 4  # its example is gone
+    finally:
+        engine.swap_index(str(index_dir))
 
 
 def test_plan_stops_at_the_passage_budget_and_never_reads_twice(rag, engine, monkeypatch):
