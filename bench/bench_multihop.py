@@ -59,7 +59,8 @@ def main() -> None:
     ap.add_argument("--plan-no-repeat", type=int, default=None, help="no n-gram of this many tokens twice in a plan "
                     "(default: the engine's)")
     ap.add_argument("--plan-anchor", default=None, choices=["on", "off"],
-                    help="a planned name no passage is titled with is searched after the question (default: the engine's)")
+                    help="a planned name no passage is titled with is searched after the question "
+                    "(default: the engine's)")
     ap.add_argument("--plan-indexed", default=None, choices=["on", "off"],
                     help="examples show only articles the index holds (default: the engine's)")
     ap.add_argument("--split", default="heldout", choices=["heldout", "train"],
@@ -111,7 +112,8 @@ def main() -> None:
                     "threads": args.threads, "followup_anchor": not args.no_anchor,
                     "hop_mode": args.hop_mode, "split": args.split, **({"plan_shots": args.plan_shots,
                     "plan_samples": args.plan_samples, "plan_no_repeat": base.plan_no_repeat,
-                    "plan_indexed": base.plan_indexed, "plan_anchor": base.plan_anchor} if args.hop_mode == "plan" else {}), "command": " ".join(["python", *sys.argv]), "recall": {}, "qa": {}}
+                    "plan_indexed": base.plan_indexed, "plan_anchor": base.plan_anchor} if args.hop_mode == "plan" else {}),
+                    "command": " ".join(["python", *sys.argv]), "recall": {}, "qa": {}}
     out = Path(args.out)
 
     def save() -> None:
