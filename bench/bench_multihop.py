@@ -184,10 +184,11 @@ def qa_phase(args, report, rag, eng, base, params, items, budgets, save) -> None
     answer_items = items[: args.answer_limit] if args.answer_limit is not None else items
     if answer_items:
         qa_budgets = budgets if args.qa_budgets is None else [int(b) for b in args.qa_budgets.split(",")]
+        earlier = json.loads(Path(args.qa_from).read_text())["qa"] if args.qa_from else {}
         for b in sorted(qa_budgets, reverse=True):  # the larger budget (the goal's) first
             for mode in ("single", "multi"):
                 if mode not in args.qa_modes.split(","):
-                    if args.qa_from and f"{mode}@{b}" in (earlier := json.loads(Path(args.qa_from).read_text())["qa"]):
+                    if f"{mode}@{b}" in earlier:
                         report["qa"][f"{mode}@{b}"] = earlier[f"{mode}@{b}"] | {"from": args.qa_from}
                     continue
                 if mode == "single":

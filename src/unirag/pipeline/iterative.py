@@ -173,6 +173,8 @@ def _run_plan(engine: Any, states: list[_Question], active: list[int]
               ) -> Generator[tuple[int, RetrievalEvent], None, list[tuple[str, Answer]]]:
     """Hop 0, one plan per question, a retrieval per planned name, then the fill (see the module
     docstring)."""
+    from unirag.pipeline.plan import title_key
+
     cfg = engine.config
     yield from _retrieve(engine, states, {i: states[i].question for i in active}, 0)
     active = [i for i in active if _go_on(states[i], 0)]
@@ -194,7 +196,7 @@ def _run_plan(engine: Any, states: list[_Question], active: list[int]
         if not active:
             break
         named = {i: names[i][hop - 1] for i in active}
-        first = {i: titles[q.lower().strip()] for i, q in named.items() if q.lower().strip() in titles}
+        first = {i: titles[title_key(q)] for i, q in named.items() if title_key(q) in titles}
         # plan_anchor: a name without an article of its own is searched in the question's context
         queries = {i: q if i in first or not cfg.plan_anchor else f"{states[i].question} {q}"
                    for i, q in named.items()}

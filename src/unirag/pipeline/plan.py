@@ -102,11 +102,11 @@ def merge_plans(plans: Sequence[Sequence[str]], limit: int) -> list[str]:
 
 
 def indexed_examples(examples: Sequence[PlanExample], titles: Container[str]) -> list[PlanExample]:
-    """The examples with only the articles whose lower-cased title is in ``titles`` (the index's),
+    """The examples with only the articles whose :func:`title_key` is in ``titles`` (the index's),
     in order; an example left with none is dropped."""
     out = []
     for ex in examples:
-        kept = tuple(a for a in ex.articles if a.lower().strip() in titles)
+        kept = tuple(a for a in ex.articles if title_key(a) in titles)
         if kept:
             out.append(PlanExample(ex.question, kept))
     return out
@@ -177,9 +177,14 @@ def _unit(m: np.ndarray) -> np.ndarray:
     return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
 
 
+def title_key(name: str) -> str:
+    """How a planned name and a passage title are compared: lower-cased, outer spaces removed."""
+    return name.lower().strip()
+
+
 def title_lookup(store: Any) -> dict[str, str]:
-    """Lower-cased passage title -> the id of the first passage with that title."""
+    """:func:`title_key` of a passage title -> the id of the first passage with that title."""
     out: dict[str, str] = {}
     for p in store:
-        out.setdefault(p.title.lower().strip(), p.id)
+        out.setdefault(title_key(p.title), p.id)
     return out
