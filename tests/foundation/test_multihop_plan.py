@@ -179,6 +179,11 @@ def test_indexed_examples_follow_an_index_swap(rag, engine, monkeypatch, tmp_pat
         engine.swap_index(str(other))
         rag.ask(Q, PARAMS)
         assert "iron tower" not in calls[1][0] and calls[1][0].count("Question:") == 4  # its example is gone
+        docs = [Passage(p["id"], p["text"], p["title"]) for p in PASSAGES
+                if p["title"] in ("Mona Lisa", "Photosynthesis")]
+        engine.swap_index(str(build_index(docs, tmp_path / "none", encoder=str(tiny_encoder_dir), progress=False)))
+        rag.ask(Q, PARAMS)
+        assert "Articles: Eiffel Tower; Paris\n" in calls[2][0]  # no example article indexed: all shown
     finally:
         engine.swap_index(str(index_dir))
 

@@ -34,9 +34,9 @@ class PipelineConfig(ConfigBase):
     ``plan_shots`` worked examples per plan and ``plan_samples`` plans merged, at most
     ``plan_entries`` names, ``plan_tokens`` tokens per plan, no ``plan_no_repeat``-token n-gram twice
     in a plan (0: off); with ``plan_indexed`` the examples show only the articles the index holds
-    (an example without any is left out); each name is a retrieval of ``plan_k`` passages (a name
-    no passage is titled with is searched alone, or after the question with ``plan_anchor``), up
-    to ``hops`` retrievals; the rest of ``max_passages`` comes from the question's own
+    (an example without any is left out; all shown whole when the index holds none); each name is
+    a retrieval of ``plan_k`` passages (a name no passage is titled with is searched alone, or
+    after the question with ``plan_anchor``), up to ``hops`` retrievals; the rest of ``max_passages`` comes from the question's own
     ranking. ``plan_examples``: a JSONL file of ``{"question", "articles"}`` (``None``: the packaged
     FanOutQA training-split examples)."""
 
@@ -122,8 +122,8 @@ class PipelineEngine(BatchStreaming):
                cfg.plan_no_repeat, self.retriever.store if cfg.plan_indexed else None)
         if getattr(self, "_planner", (None, None))[0] != key:
             examples = read_examples(cfg.plan_examples) if cfg.plan_examples else packaged_examples()
-            if cfg.plan_indexed:
-                examples = indexed_examples(examples, self.titles())
+            if cfg.plan_indexed:  # an index of other documents holds none: the examples stay whole
+                examples = indexed_examples(examples, self.titles()) or examples
             dense = self.retriever if hasattr(self.retriever, "embed_queries") else None
             self._planner = (key, Planner(examples, dense.embed_queries if dense is not None else None,
                                           cfg.plan_shots, cfg.plan_samples, cfg.plan_entries, cfg.plan_tokens,
