@@ -100,10 +100,10 @@ def run(model: str, parts: list[str], jobs: int, logs: Path, data: Path = Path("
                 out[p] = f.result()
                 print(f"{p}: done in {out[p]['wall_seconds']:.0f} s", flush=True)
     if "lm" in parts:
-        from unirag.onegen.config import default_onegen_dir
+        from unirag.onegen.model import default_model_dir
 
         root = Path("runs/onegen")
-        out["lm"] = lm_losses(model or str(default_onegen_dir()),
+        out["lm"] = lm_losses(model or str(default_model_dir()),
                               {"own_heldout": str(data / "heldout.jsonl"),
                                "first_release_heldout": str(root / "data-v1" / "heldout.jsonl")},
                               str(data / "docs.jsonl"))
@@ -148,7 +148,8 @@ def summary_rows(res: dict) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="", help="OneGen model folder (default: the trained default model)")
+    ap.add_argument("--model", default="", help="OneGen model folder (default: the trained default model, else "
+                    "the packaged adapter, as the engine opens)")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {', '.join(PARTS)}")
     ap.add_argument("--jobs", type=int, default=2, help="evaluations run side by side (one thread each)")
     ap.add_argument("--logs", default="runs/onegen/recipe", help="folder for logs and per-question predictions")
@@ -163,9 +164,9 @@ def main() -> None:
         ap.error(f"--parts: unknown {bad} (known: {', '.join(PARTS)})")
     model = a.model
     if not model:
-        from unirag.onegen.config import default_onegen_dir
+        from unirag.onegen.model import default_model_dir
 
-        model = str(default_onegen_dir())
+        model = str(default_model_dir())
     if a.table_only:
         res = json.loads(Path(a.out).read_text())
     else:

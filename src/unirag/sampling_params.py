@@ -21,7 +21,9 @@ class SamplingParams(ConfigBase):
     request (torch's global random state is never touched); ``stop`` strings end the answer (the
     stop string itself is not returned); ``repetition_penalty`` > 1 discourages repeats;
     ``no_repeat_ngram`` > 0 forbids any n-gram of that many tokens to occur twice in the generated
-    text (the prompt and inserted passages do not count, so an answer may still copy from them).
+    text (the prompt and inserted passages do not count, so an answer may still copy from them, and
+    OneGen's query token is never banned: ``max_retrievals`` limits it; 0: off; ``None``: the
+    engine's default, OneGen 3, the others off).
 
     Retrieval: ``k`` passages per retrieval (``None``: the engine's default: pipeline 3, RAG its
     ``n_docs``, OneGen 1). Pipeline only: ``hops`` retrievals per question (``None``: the engine's
@@ -41,7 +43,7 @@ class SamplingParams(ConfigBase):
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     repetition_penalty: float = 1.0
-    no_repeat_ngram: int = 0
+    no_repeat_ngram: int | None = None
     k: int | None = None
     max_retrievals: int = 4
     candidates: int = 5
@@ -66,7 +68,7 @@ class SamplingParams(ConfigBase):
             ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
             ("top_k", self.top_k >= 0, "must be >= 0 (0 = off)"),
             ("repetition_penalty", self.repetition_penalty > 0, "must be > 0"),
-            ("no_repeat_ngram", self.no_repeat_ngram >= 0, "must be >= 0 (0 = off)"),
+            ("no_repeat_ngram", self.no_repeat_ngram is None or self.no_repeat_ngram >= 0, "must be >= 0 (0 = off)"),
             ("k", self.k is None or self.k >= 0, "must be >= 0"),
             ("max_retrievals", self.max_retrievals >= 0, "must be >= 0"),
             ("candidates", self.candidates >= 0, "must be >= 0"),

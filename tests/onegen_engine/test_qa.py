@@ -59,7 +59,7 @@ def test_door_answer_matches_the_engine_loop(door, eager_onegen):
     # the same loop, driven directly, over the same index
     retriever = open_onegen_index(door.info()["index"], eager_onegen)
     out = Decoder(eager_onegen, retriever).generate(qa_prompt(eager_onegen, "Where is the Eiffel Tower?"),
-                                                    params.with_(k=1, max_passage_words=48))[0]
+                                                    params.with_(k=1, max_passage_words=48, no_repeat_ngram=3))[0]
     assert ans.text == out.text.strip() and ans.source_ids == out.sources
     assert [s.step for s in ans.sources] == [r.step for r in out.trace] == [0, 1]  # eager: retrieves first
     assert [s.score for s in ans.sources] == pytest.approx([r.scores[0] for r in out.trace])
@@ -68,6 +68,27 @@ def test_door_answer_matches_the_engine_loop(door, eager_onegen):
     assert ans.usage.prompt_tokens == len(out.sequence) - len(out.token_ids)  # prompt + inserted passages
     assert ans.short == (extract_answer(tail_after_retrieval(out, eager_onegen.tokenizer)) or extract_answer(out.text))
     assert ans.engine == "onegen" and ans.to_dict()["sources"][1]["step"] == 1
+
+
+def _repeats(tokens: list[int], n: int) -> bool:
+    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+def test_onegen_bans_repeated_trigrams_unless_the_request_says_otherwise(door, eager_onegen):
+    from unirag.onegen.docindex import open_onegen_index
+    from unirag.onegen.qa import qa_prompt
+
+    q = "Where is the Eiffel Tower?"
+    retriever = open_onegen_index(door.info()["index"], eager_onegen)
+    loop = Decoder(eager_onegen, retriever)
+    base = SamplingParams(max_new_tokens=40, max_retrievals=1, k=1, max_passage_words=48)
+    off = loop.generate(qa_prompt(eager_onegen, q), base.with_(no_repeat_ngram=0))[0]
+    assert _repeats(off.token_ids, 3)  # the tiny random model loops when nothing stops it
+    default = door.ask(q, SamplingParams(max_new_tokens=40, max_retrievals=1))
+    banned = loop.generate(qa_prompt(eager_onegen, q), base.with_(no_repeat_ngram=3))[0]
+    assert default.text == banned.text.strip() and not _repeats(banned.token_ids, 3)
+    assert door.ask(q, SamplingParams(max_new_tokens=40, max_retrievals=1, no_repeat_ngram=0)).text == off.text.strip()
 
 
 def test_door_batch_and_stream(door):

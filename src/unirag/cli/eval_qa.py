@@ -36,8 +36,9 @@ def eval_qa(
     k: Optional[int] = typer.Option(None, "-k", min=1, help="Passages per question (pipeline 3, RAG 4) or per "
                                     "query token (OneGen 1)."),
     max_new_tokens: int = typer.Option(64, min=1, help="Token budget per answer."),
-    no_repeat_ngram: int = typer.Option(0, min=0, help="Forbid any n-gram of this many tokens to occur twice in "
-                                        "an answer (0 = off; prompt and passages do not count)."),
+    no_repeat_ngram: Optional[int] = typer.Option(None, min=0, help="Forbid any n-gram of this many tokens to occur "
+                                                  "twice in an answer (0 = off; prompt and passages do not count; "
+                                                  "default: the engine's, OneGen 3, the others off)."),
     max_retrievals: int = typer.Option(4, min=0, help="OneGen: query tokens honoured per answer."),
     retrieve_first: bool = typer.Option(False, "--retrieve-first", help="OneGen emits the query token first."),
     retrieve_prob: Optional[float] = typer.Option(None, min=0.0, help="OneGen also retrieves whenever the query "

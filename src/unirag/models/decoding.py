@@ -430,8 +430,9 @@ def _next_token(r: _Row, logits: Any, model: EngineModel, index: Any, eos: set[i
         seen = torch.tensor(sorted(set(r.sequence)), dtype=torch.long)
         vals = logits[seen]
         logits[seen] = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
-    if p.no_repeat_ngram > 0:
-        banned = repeated_ngram_tokens(r.generated, p.no_repeat_ngram)
+    if p.no_repeat_ngram:  # None (an engine left it unset) or 0: off
+        # the query token is a retrieval, not text: max_retrievals is its limit
+        banned = repeated_ngram_tokens(r.generated, p.no_repeat_ngram) - {q}
         if banned:
             logits[sorted(banned)] = float("-inf")
     if budget and (len(r.generated) in p.force_query_at or (

@@ -15,13 +15,16 @@ from unirag.outputs import Answer, Event, Finished, RetrievalEvent, TextDelta, T
 from unirag.sampling_params import SamplingParams
 
 PASSAGE_WORDS = 48  # a model config without ``passage_words`` (inserted passages are cut like its training data)
+#: ``no_repeat_ngram`` when a request leaves it unset: loops of a small model break (measured on the
+#: held-out FanOutQA questions, docs/onegen.md "Inference-only probes"), inserted passages still copy.
+NO_REPEAT_NGRAM = 3
 
 
 class OneGenEngine(BatchStreaming):
     """OneGen QA over a OneGen model and its own document index (a dense retriever whose
-    embedding function is the model). ``k`` defaults to 1 passage per query token and passages
-    are cut to the model config's ``passage_words`` (as in its training data) unless the params say
-    otherwise."""
+    embedding function is the model). ``k`` defaults to 1 passage per query token, passages
+    are cut to the model config's ``passage_words`` (as in its training data) and no 3-token
+    sequence is generated twice (``no_repeat_ngram``) unless the params say otherwise."""
 
     name = "onegen"
 
@@ -79,6 +82,8 @@ class OneGenEngine(BatchStreaming):
             changes["k"] = 1
         if params.max_passage_words is None:
             changes["max_passage_words"] = getattr(getattr(self.model, "config", None), "passage_words", PASSAGE_WORDS)
+        if params.no_repeat_ngram is None:
+            changes["no_repeat_ngram"] = NO_REPEAT_NGRAM
         return params.with_(**changes) if changes else params
 
     def _decoder(self) -> Any:
