@@ -14,7 +14,8 @@ so the two indexes the model needs are embedded side by side on a 2-core machine
 * ``linking``: the NIL threshold fitted on 120 development documents (training-split documents the
   model did not train on) and saved into the model folder, then strict micro P/R/F1 and
   disambiguation accuracy on 120 held-out documents with and without it (``unirag eval linking
-  --tune``; builds the entity index once);
+  --tune``; builds the entity index once; the packaged adapter is measured with the threshold it
+  ships, never written to);
 * ``single``: the 160 held-out sub-questions, OneGen against retrieve-then-read top-1 with the same LM;
 * ``multi``: the 93 held-out top-level questions (128 new tokens), OneGen against retrieve-then-read top-3.
 
@@ -75,6 +76,12 @@ def lm_losses(model_dir: str, files: dict[str, str], docs: str) -> dict:
     return out
 
 
+def _packaged(model: str) -> bool:
+    from unirag.onegen.model import ASSET_DIR
+
+    return Path(model).resolve() == ASSET_DIR.resolve()
+
+
 def run(model: str, parts: list[str], jobs: int, logs: Path, data: Path = Path("runs/onegen/data")) -> dict:
     """Every requested part; ``{part: report}``. ``data``: the model's training data folder (its
     ``train.jsonl`` splits retrieval by training positive, its ``heldout.jsonl`` gives the LM loss)."""
@@ -83,7 +90,9 @@ def run(model: str, parts: list[str], jobs: int, logs: Path, data: Path = Path("
     commands = {
         "retrieval": ["eval", "retrieval", "--split", "heldout", "--retriever", "onegen", "--ks", "1,5,20", *m,
                       "--train-file", str(data / "train.jsonl")],
-        "linking": ["eval", "linking", "--limit", "120", "--tune", *m, "--train-file", str(data / "train.jsonl")],
+        # the packaged adapter ships its tuned threshold (and is not written to): measured with it
+        "linking": ["eval", "linking", "--limit", "120", *m,
+                    *([] if _packaged(model) else ["--tune", "--train-file", str(data / "train.jsonl")])],
         "single": ["eval", "qa", "--set", "fanoutqa-single", "--engine", "onegen,pipeline", "-k", "1",
                    "--generator", "onegen", *m, "--out", str(logs / "single")],
         "multi": ["eval", "qa", "--set", "fanoutqa-multi", "--engine", "onegen,pipeline", "--generator", "onegen",
@@ -100,10 +109,10 @@ def run(model: str, parts: list[str], jobs: int, logs: Path, data: Path = Path("
                 out[p] = f.result()
                 print(f"{p}: done in {out[p]['wall_seconds']:.0f} s", flush=True)
     if "lm" in parts:
-        from unirag.onegen.model import default_model_dir
+        from unirag.onegen.docindex import resolve_onegen_dir
 
         root = Path("runs/onegen")
-        out["lm"] = lm_losses(model or str(default_model_dir()),
+        out["lm"] = lm_losses(model or str(resolve_onegen_dir(None)),
                               {"own_heldout": str(data / "heldout.jsonl"),
                                "first_release_heldout": str(root / "data-v1" / "heldout.jsonl")},
                               str(data / "docs.jsonl"))
@@ -164,9 +173,9 @@ def main() -> None:
         ap.error(f"--parts: unknown {bad} (known: {', '.join(PARTS)})")
     model = a.model
     if not model:
-        from unirag.onegen.model import default_model_dir
+        from unirag.onegen.docindex import resolve_onegen_dir
 
-        model = str(default_model_dir())
+        model = str(resolve_onegen_dir(None))
     if a.table_only:
         res = json.loads(Path(a.out).read_text())
     else:

@@ -222,3 +222,19 @@ def test_tuned_threshold_is_saved_and_used_without_changing_the_model_fingerprin
     assert json.loads(res.stdout)["f1"] == pytest.approx(200 / 3)
     res = runner.invoke(app, [*args, "--tune", "--train-file", str(tmp_path / "missing.jsonl")])
     assert res.exit_code == 2 and "--train-file" in res.output
+
+
+def test_cli_eval_linking_refuses_to_tune_the_packaged_adapter(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from unirag.cli.app import app
+    from unirag.onegen.model import ASSET_DIR
+
+    monkeypatch.setenv("UNIRAG_CACHE", str(tmp_path / "cache"))  # no trained model: the packaged adapter
+    train = tmp_path / "train.jsonl"
+    train.write_text("{}\n")
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in ASSET_DIR.iterdir() if p.is_file()}
+    for model in ([], ["--model", str(ASSET_DIR)]):
+        res = CliRunner().invoke(app, ["eval", "linking", "--tune", "--train-file", str(train), *model])
+        assert res.exit_code == 2 and "packaged adapter" in res.output
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in ASSET_DIR.iterdir() if p.is_file()} == before

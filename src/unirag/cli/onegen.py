@@ -65,6 +65,13 @@ def eval_linking(
 
     if tune and not train_file.is_file():
         raise typer.BadParameter(f"{train_file}: no such training file", param_hint="--train-file")
+    if tune:
+        from unirag.onegen.docindex import resolve_onegen_dir
+        from unirag.onegen.model import ASSET_DIR
+
+        if resolve_onegen_dir(model).resolve() == ASSET_DIR.resolve():
+            raise typer.BadParameter(f"{ASSET_DIR} is the packaged adapter, shipped with its tuned threshold: "
+                                     "tune a trained model folder of your own", param_hint="--model")
     linker, folder = load_linker(model, index, progress=not as_json, threshold=None)
     report: dict = {"model": str(folder)}
     if tune:

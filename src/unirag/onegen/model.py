@@ -86,7 +86,7 @@ class OneGenModel(nn.Module):
 
         from unirag.models.generator import load_causal_lm
 
-        folder = Path(path) if path is not None else default_model_dir()
+        folder = Path(path) if path is not None else _default_dir()
         if not (folder / CONFIG_FILE).is_file():
             raise ModelNotFoundError(f"{folder}: not a OneGen model folder (no {CONFIG_FILE})")
         config = OneGenConfig.load(folder / CONFIG_FILE)
@@ -286,9 +286,7 @@ def pad_right(seqs: list[list[int]], pad_id: int, device: Any = "cpu") -> tuple[
     return ids.to(device), mask.to(device)
 
 
-def default_model_dir() -> Path:
-    """The model a OneGen engine opens by default: the trained default model when one exists, else
-    the packaged adapter."""
+def _default_dir() -> Path:
     folder = default_onegen_dir()
     if (folder / CONFIG_FILE).is_file():
         return folder
