@@ -91,6 +91,20 @@ def test_onegen_bans_repeated_trigrams_unless_the_request_says_otherwise(door, e
     assert door.ask(q, SamplingParams(max_new_tokens=40, max_retrievals=1, no_repeat_ngram=0)).text == off.text.strip()
 
 
+def test_onegen_answers_in_bfloat16_over_its_float32_index(door, eager_onegen_dir, eager_index_dir):
+    import torch
+
+    half = unirag.RAG.load(eager_index_dir, engine="onegen", model=eager_onegen_dir, dtype="bfloat16", progress=False)
+    assert next(half.engine.model.lm.parameters()).dtype == torch.bfloat16
+    assert next(door.engine.model.lm.parameters()).dtype == torch.float32
+    assert half.info()["index"] == door.info()["index"]  # the same index, not one of its own
+    params = SamplingParams(max_new_tokens=6, max_retrievals=2)
+    ans = half.ask("Where is the Eiffel Tower?", params)
+    assert [s.step for s in ans.sources] == [0, 1] and ans.usage.completion_tokens == 6
+    hits = half.search("Where is the Eiffel Tower?", k=3)
+    assert len(hits) == 3 and hits[0].score >= hits[1].score >= hits[2].score
+
+
 def test_door_batch_and_stream(door):
     params = SamplingParams(max_new_tokens=6, max_retrievals=2)
     qs = ["Where is the Eiffel Tower?", "Who wrote Python?", "How long is the Nile?", "What is Jupiter?"]

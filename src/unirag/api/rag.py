@@ -55,7 +55,8 @@ class LoadConfig(ConfigBase):
     ``plan_examples``, a JSONL file, ``None``: the packaged ones; :mod:`unirag.pipeline.plan`;
     each name is a hop, so give ``hops`` room for them) or ``followup`` (a follow-up query after
     each hop). ``dtype``: weights of the pipeline's generator, ``float32`` or ``bfloat16`` (``None``: the
-    model's measured default on this CPU, :func:`unirag.models.registry.default_dtype`)."""
+    model's measured default on this CPU, :func:`unirag.models.registry.default_dtype`), or of the OneGen
+    model while it answers (``None``: ``float32``; the index it builds on first use is embedded in ``float32``)."""
 
     engine: str = "pipeline"
     index: str | None = None
@@ -166,8 +167,9 @@ class RAG:
         ``max_passages`` (default hops x k) and ``max_prompt_tokens`` in the final prompt;
         ``hop_mode="plan"``: the reader plans the searches once (``plan_examples``: its worked examples).
 
-        ``dtype`` (pipeline, closed-book): the generator's weights, ``float32`` or ``bfloat16``
-        (``None``: the model's measured default on this CPU).
+        ``dtype``: the weights of the pipeline's and closed-book's generator, ``float32`` or
+        ``bfloat16`` (``None``: the model's measured default on this CPU), or of the OneGen model while
+        it answers (``None``: ``float32``; bfloat16 only pays where the CPU multiplies it natively).
 
         ``progress`` reports first-run builds (the default index, the OneGen index) on stderr."""
         cfg = LoadConfig(engine, None if index is None else str(index), generator, retriever,
@@ -443,4 +445,8 @@ def _onegen(cfg: LoadConfig, progress: bool) -> Any:
                   "embedded by the model)", file=sys.stderr)
         retriever = open_onegen_index(ensure_onegen_index(og, folder, progress=progress), og,
                                       model_name=model_name(folder), verify=cfg.verify)
+    if cfg.dtype is not None:  # after the index: documents are embedded in float32 either way
+        import torch
+
+        og.lm.to(getattr(torch, cfg.dtype))
     return OneGenEngine(og, retriever, folder)

@@ -64,9 +64,10 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-DtypeOpt = typer.Option(None, "--dtype", help="Weights of the pipeline's and closed-book's generator: float32 or "
-                        "bfloat16 (default: the model's measured choice on this CPU; bfloat16 only where the CPU "
-                        "multiplies it natively).")
+DtypeOpt = typer.Option(None, "--dtype", help="Weights of the pipeline's and closed-book's generator, or of the "
+                        "OneGen model while it answers: float32 or bfloat16 (default: the generator's measured "
+                        "choice on this CPU, OneGen float32; bfloat16 only pays where the CPU multiplies it "
+                        "natively).")
 HopModeOpt = typer.Option("plan", "--hop-mode", help="Pipeline multi-hop (--hops > 1): 'plan' (the reader lists "
                           "the articles the question needs once, from worked examples of similar questions; each "
                           "name is a hop of 1 passage, up to --hops in all, and the rest of --max-passages comes "

@@ -74,7 +74,7 @@ def eval_qa(
         multi = dict(hops=hops, max_passages=max_passages, hop_mode=hop_mode,
                      plan_examples=str(plan_examples) if plan_examples else None) if name == "pipeline" else {}
         cfg = LoadConfig(name, str(ix) if ix else None, generator, retriever, mdl, k, **multi,
-                         dtype=dtype if name in ("pipeline", "closed-book") else None).validate()
+                         dtype=dtype if name in ("pipeline", "closed-book", "onegen") else None).validate()
         configs[cfg.engine] = cfg
     items = load_qa_set(qa_set)[:limit]
     params = SamplingParams(max_new_tokens=max_new_tokens, max_retrievals=max_retrievals, retrieve_prob=retrieve_prob,
