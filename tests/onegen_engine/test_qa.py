@@ -105,6 +105,22 @@ def test_onegen_answers_in_bfloat16_over_its_float32_index(door, eager_onegen_di
     assert len(hits) == 3 and hits[0].score >= hits[1].score >= hits[2].score
 
 
+def test_first_run_notice_only_when_the_index_is_built(eager_onegen_dir, eager_index_dir, tmp_path, monkeypatch,
+                                                      capsys):
+    import shutil
+
+    import unirag.onegen.docindex as docindex
+    from unirag.index.folder import IndexFolder
+
+    monkeypatch.setenv("UNIRAG_CACHE", str(tmp_path))
+    monkeypatch.setattr(docindex, "ensure_onegen_index", lambda og, folder, progress=True: eager_index_dir)
+    unirag.RAG.load(engine="onegen", model=eager_onegen_dir, progress=True)
+    assert "built once" in capsys.readouterr().err
+    shutil.copytree(eager_index_dir, IndexFolder.cached(docindex.onegen_index_name(eager_onegen_dir)).path)
+    unirag.RAG.load(engine="onegen", model=eager_onegen_dir, progress=True)
+    assert "built once" not in capsys.readouterr().err
+
+
 def test_door_batch_and_stream(door):
     params = SamplingParams(max_new_tokens=6, max_retrievals=2)
     qs = ["Where is the Eiffel Tower?", "Who wrote Python?", "How long is the Nile?", "What is Jupiter?"]

@@ -438,7 +438,10 @@ def _onegen(cfg: LoadConfig, progress: bool) -> Any:
     if cfg.index:
         retriever = open_onegen_index(cfg.index, og, verify=cfg.verify)
     else:
-        if progress:
+        from unirag.index.folder import IndexFolder
+        from unirag.onegen.docindex import onegen_index_name
+
+        if progress and not IndexFolder.cached(onegen_index_name(folder, "document")).exists():
             import sys
 
             print(f"OneGen index of the Wikipedia corpus for {folder.name} (built once: every passage is "
