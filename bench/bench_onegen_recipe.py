@@ -76,23 +76,19 @@ def lm_losses(model_dir: str, files: dict[str, str], docs: str) -> dict:
     return out
 
 
-def _packaged(model: str) -> bool:
-    from unirag.onegen.model import ASSET_DIR
-
-    return Path(model).resolve() == ASSET_DIR.resolve()
-
-
 def run(model: str, parts: list[str], jobs: int, logs: Path, data: Path = Path("runs/onegen/data")) -> dict:
     """Every requested part; ``{part: report}``. ``data``: the model's training data folder (its
     ``train.jsonl`` splits retrieval by training positive, its ``heldout.jsonl`` gives the LM loss)."""
     logs.mkdir(parents=True, exist_ok=True)
+    from unirag.onegen.model import is_packaged_adapter
+
     m = ["--model", model]
     commands = {
         "retrieval": ["eval", "retrieval", "--split", "heldout", "--retriever", "onegen", "--ks", "1,5,20", *m,
                       "--train-file", str(data / "train.jsonl")],
         # the packaged adapter ships its tuned threshold (and is not written to): measured with it
         "linking": ["eval", "linking", "--limit", "120", *m,
-                    *([] if _packaged(model) else ["--tune", "--train-file", str(data / "train.jsonl")])],
+                    *([] if is_packaged_adapter(model) else ["--tune", "--train-file", str(data / "train.jsonl")])],
         "single": ["eval", "qa", "--set", "fanoutqa-single", "--engine", "onegen,pipeline", "-k", "1",
                    "--generator", "onegen", *m, "--out", str(logs / "single")],
         "multi": ["eval", "qa", "--set", "fanoutqa-multi", "--engine", "onegen,pipeline", "--generator", "onegen",

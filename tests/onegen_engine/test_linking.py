@@ -239,3 +239,12 @@ def test_cli_eval_linking_refuses_to_tune_the_packaged_adapter(tmp_path, monkeyp
         text = " ".join(res.output.replace("│", " ").split())  # the error box wraps at the terminal's width
         assert res.exit_code == 2 and "is the packaged adapter" in text and "--model" in text
     assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in ASSET_DIR.iterdir() if p.is_file()} == before
+
+
+def test_tune_threshold_refuses_the_packaged_adapter_before_any_work(tmp_path):
+    from unirag.config.base import ConfigError
+    from unirag.onegen.linking import tune_threshold
+    from unirag.onegen.model import ASSET_DIR
+
+    with pytest.raises(ConfigError, match="packaged adapter"):
+        tune_threshold(None, ASSET_DIR, tmp_path / "not-read.jsonl")  # no linker is needed to refuse

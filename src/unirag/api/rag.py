@@ -438,10 +438,9 @@ def _onegen(cfg: LoadConfig, progress: bool) -> Any:
     if cfg.index:
         retriever = open_onegen_index(cfg.index, og, verify=cfg.verify)
     else:
-        from unirag.index.folder import IndexFolder
-        from unirag.onegen.docindex import onegen_index_name
+        from unirag.onegen.docindex import onegen_index_folder
 
-        if progress and not IndexFolder.cached(onegen_index_name(folder, "document")).exists():
+        if progress and not onegen_index_folder(folder).exists():
             import sys
 
             print(f"OneGen index of the Wikipedia corpus for {folder.name} (built once: every passage is "

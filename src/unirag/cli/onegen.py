@@ -65,13 +65,15 @@ def eval_linking(
 
     if tune and not train_file.is_file():
         raise typer.BadParameter(f"{train_file}: no such training file", param_hint="--train-file")
-    if tune:
+    if tune:  # before the model loads
+        from unirag.config.base import ConfigError
         from unirag.onegen.docindex import resolve_onegen_dir
-        from unirag.onegen.model import ASSET_DIR
+        from unirag.onegen.linking import check_tunable
 
-        if resolve_onegen_dir(model).resolve() == ASSET_DIR.resolve():
-            raise typer.BadParameter(f"{ASSET_DIR} is the packaged adapter, shipped with its tuned threshold: "
-                                     "tune a trained model folder of your own", param_hint="--model")
+        try:
+            check_tunable(resolve_onegen_dir(model))
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--model") from None
     linker, folder = load_linker(model, index, progress=not as_json, threshold=None)
     report: dict = {"model": str(folder)}
     if tune:

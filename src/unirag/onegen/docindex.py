@@ -206,6 +206,14 @@ def onegen_index_name(model_dir: str | os.PathLike, role: str = "document", tag:
     return f"onegen-{role}-{model_fingerprint(model_dir)}-{tag}"
 
 
+def onegen_index_folder(model_dir: str | os.PathLike, role: str = "document") -> Any:
+    """The cache :class:`~unirag.index.folder.IndexFolder` of a model's index of the packaged
+    Wikipedia summaries (built or not)."""
+    from unirag.index.folder import IndexFolder
+
+    return IndexFolder.cached(onegen_index_name(model_dir, role))
+
+
 def ensure_onegen_index(model: Any, model_dir: str | os.PathLike, role: str = "document",
                         progress: bool = True) -> Path:
     """The OneGen index of the packaged Wikipedia summaries for the model in ``model_dir``, built on
@@ -214,10 +222,9 @@ def ensure_onegen_index(model: Any, model_dir: str | os.PathLike, role: str = "d
     ``role="entity"`` builds the entity-linking knowledge base instead (entity token, title +
     description + summary)."""
     from unirag.data import wiki_passages
-    from unirag.index.folder import IndexFolder
 
     name = model_name(model_dir) + ("" if role == "document" else f"#{role}")
-    folder = IndexFolder.cached(onegen_index_name(model_dir, role))
+    folder = onegen_index_folder(model_dir, role)
     if not folder.exists():
         if role == "document":
             build_onegen_index(wiki_passages(), folder.path, model, name=name, progress=progress)

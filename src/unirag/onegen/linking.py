@@ -299,12 +299,26 @@ def best_threshold(predicted: Sequence[Sequence[LinkedSpan]], gold: Sequence[Seq
     return best_t, best_f
 
 
+def check_tunable(model_dir: str | os.PathLike) -> None:
+    """Raise ``ConfigError`` when ``model_dir`` is the packaged adapter: its threshold is shipped
+    with it and the package is never written to."""
+    from unirag.config.base import ConfigError
+    from unirag.onegen.model import is_packaged_adapter
+
+    if is_packaged_adapter(model_dir):
+        raise ConfigError(f"{model_dir} is the packaged adapter, shipped with its tuned threshold: "
+                          "tune a trained model folder of your own")
+
+
 def tune_threshold(linker: EntityLinker, model_dir: str | os.PathLike, train_file: str | os.PathLike,
                    dev_docs: int = 120, batch_size: int = 8) -> dict[str, Any]:
     """Fit the NIL threshold on ``dev_docs`` development documents (training-split documents whose
     ``el:<title>`` id is not in ``train_file``), with ``linker`` linking every mention, and save it
-    into ``model_dir`` (:func:`write_threshold`); returns what was saved."""
+    into ``model_dir`` (:func:`write_threshold`); returns what was saved. The packaged adapter
+    (shipped with its threshold) is refused with a ``ConfigError`` before any work."""
     from unirag.corpus.jsonl import iter_jsonl
+
+    check_tunable(model_dir)
 
     seen = {row.get("id", "") for _, row in iter_jsonl(train_file)}
     dev = dev_linking_docs(seen, dev_docs)

@@ -33,6 +33,11 @@ from unirag.onegen.tokens import add_special_tokens
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "onegen-smollm2"
 
 
+def is_packaged_adapter(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is the adapter shipped with the package (read-only: never written to)."""
+    return Path(folder).resolve() == ASSET_DIR.resolve()
+
+
 @dataclass
 class OneGenOutput:
     """Losses of one training forward: ``loss = lambda_lm * lm_loss + lambda_r * retrieval_loss``."""
